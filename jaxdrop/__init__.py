@@ -1,0 +1,48 @@
+"""jaxdrop: dropout, weight penalties and weight decay for JAX, Flax and optax.
+
+Pure functions take an explicit PRNG key first (``rate`` is always the drop
+probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
+"""
+
+from jaxdrop.alpha_dropout import alpha_dropout
+from jaxdrop.drop_block import drop_block
+from jaxdrop.drop_connect import drop_connect
+from jaxdrop.drop_path import drop_path
+from jaxdrop.dropout import dropout, dropout_eval, keep_probability
+from jaxdrop.gaussian_dropout import gaussian_dropout
+from jaxdrop.lstm import init_lstm_params, lstm
+from jaxdrop.max_norm import max_norm, max_norm_projection
+from jaxdrop.mc_dropout import MCDropoutPrediction, mc_dropout
+from jaxdrop.param_masks import all_params, resolve_mask, weights_only
+from jaxdrop.penalties import elastic_net_penalty, l1_penalty, l2_norm_penalty, l2_penalty
+from jaxdrop.weight_decay import adam, adamw, add_weight_decay, sgd
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MCDropoutPrediction",
+    "adam",
+    "adamw",
+    "add_weight_decay",
+    "all_params",
+    "alpha_dropout",
+    "drop_block",
+    "drop_connect",
+    "drop_path",
+    "dropout",
+    "dropout_eval",
+    "elastic_net_penalty",
+    "gaussian_dropout",
+    "init_lstm_params",
+    "keep_probability",
+    "l1_penalty",
+    "l2_norm_penalty",
+    "l2_penalty",
+    "lstm",
+    "max_norm",
+    "max_norm_projection",
+    "mc_dropout",
+    "resolve_mask",
+    "sgd",
+    "weights_only",
+]

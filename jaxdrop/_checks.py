@@ -1,0 +1,178 @@
+"""Argument checks shared by every jaxdrop function.
+
+Checks run only on values that are concrete at trace time (Python numbers,
+NumPy arrays, committed JAX arrays), so a traced rate still works under
+``jit`` and ``vmap``; see :func:`check_rate`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "check_broadcast_dims",
+    "check_floating",
+    "check_key",
+    "check_mask_bits",
+    "check_mode",
+    "check_rate",
+    "is_concrete",
+]
+
+MODES = ("inverted", "classic")
+MASK_BITS = (8, 16, 32)
+
+
+def is_concrete(value: Any) -> bool:
+  """True when ``value`` can be read on the host while tracing."""
+  return not isinstance(value, jax.core.Tracer)
+
+
+def check_rate(
+    rate: Any,
+    *,
+    name: str = "rate",
+    allow_one: bool = True,
+    meaning: str = "the probability of dropping a unit (not of keeping it)",
+):
+  """Validates a drop probability.
+
+  Args:
+    rate: a Python or NumPy scalar, or a scalar JAX array (possibly traced).
+    name: the argument's name, used in error messages.
+    allow_one: whether ``rate == 1`` is meaningful for the caller.
+    meaning: what the value is, for error messages.
+
+  Returns:
+    A Python ``float`` when the rate is concrete, else the traced scalar
+    unchanged (a traced rate cannot be checked; functions that accept one turn
+    an invalid value into NaN outputs instead of silently wrong ones).
+
+  Raises:
+    ValueError: if a concrete rate is NaN or outside ``[0, 1]`` (``[0, 1)``
+      when ``allow_one`` is false), or the rate is not a scalar.
+    TypeError: if the rate is not a real number.
+  """
+  if not is_concrete(rate):
+    if jnp.ndim(rate) != 0:
+      raise ValueError(f"{name} must be a scalar, got an array of shape {jnp.shape(rate)}.")
+    if not jnp.issubdtype(jnp.result_type(rate), jnp.floating):
+      raise TypeError(f"{name} must be a floating scalar, got dtype {jnp.result_type(rate)}.")
+    return rate
+  if isinstance(rate, (bool, np.bool_)):
+    raise TypeError(f"{name} must be a real number ({meaning}), got {rate!r}.")
+  if isinstance(rate, numbers.Real):
+    value = float(rate)
+  elif hasattr(rate, "dtype") and hasattr(rate, "shape"):
+    if not np.issubdtype(np.dtype(rate.dtype), np.number) or np.iscomplexobj(rate):
+      raise TypeError(f"{name} must be a real number ({meaning}), got dtype {rate.dtype}.")
+    if np.ndim(rate) != 0:
+      raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(rate)}.")
+    value = float(rate)
+  else:
+    raise TypeError(f"{name} must be a real number ({meaning}), got {type(rate).__name__} {rate!r}.")
+  upper_ok = value <= 1.0 if allow_one else value < 1.0
+  if not (0.0 <= value and upper_ok):  # also rejects NaN
+    interval = "[0, 1]" if allow_one else "[0, 1)"
+    raise ValueError(
+        f"{name} must be in {interval}: it is {meaning}; got {name}={rate!r}."
+    )
+  return value
+
+
+def check_floating(x: Any, *, name: str = "x") -> jax.Array:
+  """Returns ``x`` as a JAX array, or raises ``TypeError`` unless it is real floating."""
+  dtype = jnp.result_type(x) if hasattr(x, "dtype") else None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"{name} must be a real floating-point array (float16, bfloat16, float32 or"
+        f" float64), got {dtype if dtype is not None else type(x).__name__}. Cast it"
+        f" first, e.g. {name}.astype(jnp.float32)."
+    )
+  return jnp.asarray(x)
+
+
+def check_key(key: Any, *, fn: str) -> jax.Array:
+  """Checks that ``key`` is one PRNG key, typed (``jax.random.key``) or legacy.
+
+  Raises:
+    ValueError: if ``key`` is ``None`` or a batch of keys.
+    TypeError: if ``key`` is not a key at all.
+  """
+  if key is None:
+    raise ValueError(
+        f"{fn} needs a PRNG key to draw its random mask, got key=None. Pass one,"
+        f" e.g. {fn}(jax.random.key(0), ...), and use a fresh key (split or"
+        " fold_in) on every call. For evaluation, do not call it (or use the"
+        " deterministic mode of the Flax module)."
+    )
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(
+          f"{fn} takes one PRNG key, got a batch of shape {key.shape}; map over"
+          " several keys with jax.vmap."
+      )
+    return key
+  if dtype == jnp.uint32 and np.ndim(key) >= 1:
+    if np.ndim(key) == 1:  # a legacy jax.random.PRNGKey
+      return key
+    raise ValueError(
+        f"{fn} takes one PRNG key, got a raw key array of shape {np.shape(key)};"
+        " map over several keys with jax.vmap."
+    )
+  raise TypeError(
+      f"{fn} expects a PRNG key from jax.random.key(seed) or jax.random.PRNGKey(seed),"
+      f" got {type(key).__name__} with dtype {dtype}."
+  )
+
+
+def check_broadcast_dims(broadcast_dims: Sequence[int], ndim: int) -> tuple[int, ...]:
+  """Normalizes ``broadcast_dims`` to sorted non-negative axes of an ``ndim`` array.
+
+  Raises:
+    ValueError: if an axis is out of range or repeated.
+    TypeError: if an entry is not an integer.
+  """
+  dims = tuple(broadcast_dims)
+  out = []
+  for d in dims:
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
+      raise TypeError(f"broadcast_dims must contain integers, got {dims!r}.")
+    if not -ndim <= d < ndim:
+      raise ValueError(
+          f"broadcast_dims={dims!r} is out of range for an input with {ndim}"
+          f" dimension(s); valid axes are {-ndim}..{ndim - 1}."
+      )
+    out.append(int(d) % ndim)
+  if len(set(out)) != len(out):
+    raise ValueError(f"broadcast_dims={dims!r} names the same axis twice.")
+  return tuple(sorted(out))
+
+
+def check_mode(mode: str) -> str:
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}.")
+  return mode
+
+
+def check_mask_bits(mask_bits: int) -> int:
+  if mask_bits not in MASK_BITS:
+    raise ValueError(f"mask_bits must be one of {MASK_BITS}, got mask_bits={mask_bits!r}.")
+  return int(mask_bits)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """float32 for half-precision floats, else ``dtype``: where scales are applied.
+
+  (``jnp.promote_types`` would refuse bfloat16 with float32 under
+  ``jax_numpy_dtype_promotion="strict"``.)
+  """
+  dtype = jnp.dtype(dtype)
+  return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype

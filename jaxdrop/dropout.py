@@ -1,0 +1,214 @@
+"""Dropout as a pure function of an explicit PRNG key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdrop import _bits, _checks
+from jaxdrop._masked import masked_affine
+
+__all__ = ["dropout", "dropout_eval", "keep_probability"]
+
+
+Mode = Literal["inverted", "classic"]
+
+
+class _Keep(NamedTuple):
+  threshold: int | jax.Array  # a lane below it keeps its element
+  probability: float | jax.Array  # the keep probability scales are computed from
+  valid: bool | jax.Array  # False for a traced rate outside [0, 1]
+
+
+def keep_for(rate, mask_bits: int) -> _Keep:
+  """Threshold and keep probability for a checked ``rate`` (float or traced)."""
+  if isinstance(rate, float):
+    keep = 1.0 - rate
+    threshold = _bits.lane_threshold(keep, mask_bits)
+    prob = _bits.realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
+    return _Keep(threshold, prob, True)
+  rate = jnp.asarray(rate, jnp.float32)
+  valid = (rate >= 0) & (rate <= 1)  # False for NaN too
+  keep = 1.0 - rate
+  threshold = _bits.lane_threshold(keep, mask_bits)
+  if mask_bits == 32:
+    # lane_threshold caps at 2**32 - 256 in float32; keep everything at rate 0.
+    threshold = jnp.where(keep >= 1, jnp.uint32(2**32 - 1), threshold)
+  prob = _bits.realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
+  return _Keep(threshold, prob, valid)
+
+
+def keep_probability(rate, *, mask_bits: int = 16):
+  """The keep probability that scales survivors, for a given ``rate`` and mask precision.
+
+  With 16- or 32-bit masks it is ``1 - rate``. With 8-bit masks the realized
+  keep probability is a multiple of 1/256, ``round((1 - rate) * 256) / 256``,
+  and that value is used instead, so that expectations stay exact.
+
+  Args:
+    rate: drop probability (not the keep probability), in ``[0, 1]``.
+    mask_bits: 8, 16 or 32.
+
+  Returns:
+    A float (or a traced scalar for a traced ``rate``).
+
+  Example:
+    >>> import jaxdrop
+    >>> jaxdrop.keep_probability(0.3), jaxdrop.keep_probability(0.3, mask_bits=8)
+    (0.7, 0.69921875)
+  """
+  rate = _checks.check_rate(rate)
+  return keep_for(rate, _checks.check_mask_bits(mask_bits)).probability
+
+
+def check_common(x, rate, mode, mask_bits):
+  x = _checks.check_floating(x)
+  rate = _checks.check_rate(rate)
+  _checks.check_mode(mode)
+  _checks.check_mask_bits(mask_bits)
+  return x, rate
+
+
+def mask_shape_for(shape, broadcast_dims: Sequence[int]) -> tuple[int, ...]:
+  dims = _checks.check_broadcast_dims(broadcast_dims, len(shape))
+  return tuple(1 if axis in dims else size for axis, size in enumerate(shape))
+
+
+def dropout(
+    key: jax.Array | None,
+    x: jax.Array,
+    rate: float | jax.Array,
+    *,
+    broadcast_dims: Sequence[int] = (),
+    mode: Mode = "inverted",
+    mask_bits: int = 16,
+) -> jax.Array:
+  """Randomly zeroes elements of ``x`` with probability ``rate``.
+
+  ``rate`` is the drop probability (not the keep probability), as in
+  ``flax.linen.Dropout`` and ``torch.nn.Dropout``.
+
+  * ``mode="inverted"`` (default): survivors are multiplied by
+    ``1 / (1 - rate)`` so that ``E[dropout(x)] == x``; evaluation is the
+    identity.
+  * ``mode="classic"``: survivors are kept as they are, and evaluation
+    multiplies by the keep probability instead (:func:`dropout_eval`).
+
+  The mask is applied with ``jnp.where``, so an ``inf`` or ``NaN`` in a dropped
+  element does not leak. Dropped elements get a zero gradient and survivors'
+  gradients are multiplied by the same scale. The backward pass regenerates the
+  mask from the key instead of storing it.
+
+  Precision: with the default 16-bit mask the realized drop probability is
+  ``1 - round((1 - rate) * 2**16) / 2**16``, within ``2**-17`` of ``rate``, and
+  survivors are scaled by exactly ``1 / (1 - rate)``. ``mask_bits=8`` is faster;
+  its keep probability is a multiple of 1/256 and survivors are scaled by its
+  inverse (see :func:`keep_probability`), so the expectation stays exact.
+  ``mask_bits=32`` draws one 32-bit word per element.
+
+  Args:
+    key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``);
+      may be ``None`` only when ``rate`` is 0 or 1.
+    x: a floating-point array; its dtype is preserved.
+    rate: drop probability in ``[0, 1]``. A Python float is checked at once;
+      a traced scalar (e.g. under ``vmap`` over rates) cannot be, and an
+      invalid one yields NaN outputs. Not differentiable.
+    broadcast_dims: axes along which one mask value is shared: e.g. ``(1, 2)``
+      on NHWC maps drops whole channels (spatial dropout), ``(1,)`` on
+      ``(batch, time, features)`` keeps the mask fixed over time.
+    mode: ``"inverted"`` or ``"classic"``.
+    mask_bits: 16 (default), 8 or 32 random bits per mask decision.
+
+  Returns:
+    An array with the shape and dtype of ``x``. ``rate == 0`` returns ``x``
+    itself and ``rate == 1`` returns zeros (with zero, finite gradients).
+
+  Raises:
+    ValueError: for a rate outside ``[0, 1]`` or NaN, an unknown ``mode`` or
+      ``mask_bits``, out-of-range ``broadcast_dims``, or a missing key.
+    TypeError: if ``x`` is not floating or ``key`` is not a PRNG key.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxdrop
+    >>> x = jnp.ones((2, 4))
+    >>> y = jaxdrop.dropout(jax.random.key(0), x, 0.5)
+    >>> bool(jnp.all((y == 0) | (y == 2)))
+    True
+  """
+  x, rate = check_common(x, rate, mode, mask_bits)
+  return masked_dropout(key, x, rate, mask_shape_for(x.shape, broadcast_dims), mode, mask_bits, "jaxdrop.dropout")
+
+
+def masked_dropout(key, x, rate, mask_shape, mode, mask_bits, fn):
+  """:func:`dropout` on checked arguments with an explicit mask shape (shared by the variants)."""
+  if isinstance(rate, float):
+    if rate == 0.0:
+      return x
+    if rate == 1.0:
+      return jnp.zeros_like(x)
+  key = _checks.check_key(key, fn=fn)
+  keep = keep_for(rate, mask_bits)
+  fill = None
+  if mode == "classic":
+    scale = jnp.float32(1.0)
+  elif isinstance(keep.probability, float):
+    scale = jnp.float32(1.0 / keep.probability if keep.probability > 0 else 0.0)
+  else:
+    scale = safe_inverse(keep.probability)
+  if not isinstance(keep.valid, bool):
+    scale = jnp.where(keep.valid, scale, jnp.nan)
+    fill = jnp.where(keep.valid, 0.0, jnp.nan)
+  return masked_affine(
+      _bits.derive_seed(key), x, keep.threshold, scale, None, fill,
+      mask_shape=mask_shape, bits=mask_bits,
+  )
+
+
+def safe_inverse(p: jax.Array) -> jax.Array:
+  """``1 / p``, or 0 where ``p == 0`` (with finite gradients)."""
+  positive = p > 0
+  return jnp.where(positive, 1.0 / jnp.where(positive, p, 1.0), 0.0)
+
+
+def dropout_eval(
+    x: jax.Array,
+    rate: float | jax.Array,
+    *,
+    mode: Mode = "inverted",
+    mask_bits: int = 16,
+) -> jax.Array:
+  """The evaluation-time counterpart of :func:`dropout`.
+
+  Inverted dropout is the identity at evaluation. Classic dropout multiplies by
+  the keep probability, ``1 - rate`` (for 8-bit masks the realized keep
+  probability, see :func:`keep_probability`), so that the evaluation output
+  equals the training output in expectation.
+
+  Args:
+    x: a floating-point array; its dtype is preserved.
+    rate: drop probability in ``[0, 1]`` (not the keep probability).
+    mode: ``"inverted"`` or ``"classic"``, as used in training.
+    mask_bits: the mask precision used in training.
+
+  Returns:
+    ``x`` (inverted) or ``x * keep_probability`` (classic).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxdrop
+    >>> jaxdrop.dropout_eval(jnp.ones(3), 0.25, mode="classic")
+    Array([0.75, 0.75, 0.75], dtype=float32)
+  """
+  x, rate = check_common(x, rate, mode, mask_bits)
+  if mode == "inverted":
+    return x
+  keep = keep_for(rate, mask_bits)
+  compute_dtype = _checks.compute_dtype(x.dtype)
+  prob = jnp.asarray(keep.probability, compute_dtype)
+  if not isinstance(keep.valid, bool):
+    prob = jnp.where(keep.valid, prob, jnp.nan)
+  return (x.astype(compute_dtype) * prob).astype(x.dtype)
