@@ -1,0 +1,159 @@
+"""The ``jaxdrop`` command: ``list``, ``run NAME``, ``reproduce``.
+
+A thin layer over :mod:`jaxdrop.experiments` and :mod:`jaxdrop.reproduce`:
+options come from each experiment's config dataclass, errors a user can fix
+are printed as one line (exit status 2 for bad usage, 1 for a failed run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+
+from jaxdrop.errors import ConfigError, JaxdropError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+  """Reports a usage error in one line, with where to look for help."""
+
+  def error(self, message: str) -> typing.NoReturn:
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _field_type(annotation) -> tuple[type, bool]:
+  """``(element type, is_tuple)`` of a config field's (resolved) annotation."""
+  origin = typing.get_origin(annotation)
+  if origin in (typing.Union, types.UnionType):
+    annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    origin = typing.get_origin(annotation)
+  if origin is tuple:
+    return typing.get_args(annotation)[0], True
+  return annotation, False
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
+  defaults = config_cls()
+  hints = typing.get_type_hints(config_cls)
+  for f in dataclasses.fields(config_cls):
+    element, is_tuple = _field_type(hints[f.name])
+    default = getattr(defaults, f.name)
+    shown = " ".join(map(str, default)) if is_tuple else default
+    help_text = f.metadata.get("help", "") + ("" if default is None else f" (default: {shown})")
+    kwargs = {"default": default, "help": help_text}
+    if element is bool:
+      kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+      kwargs["type"] = element
+      kwargs["metavar"] = f.name.upper()
+      if is_tuple:
+        kwargs["nargs"] = "+"
+      if "choices" in f.metadata:
+        kwargs["choices"] = f.metadata["choices"]
+        kwargs.pop("metavar")
+    parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+
+
+def _add_output_options(parser: argparse.ArgumentParser, default_hint: str) -> None:
+  parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {default_hint})")
+  parser.add_argument("--overwrite", action="store_true", help="replace the contents of an existing output folder")
+  parser.add_argument("--quiet", action="store_true", help="no progress bars and fewer messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from jaxdrop.experiments import EXPERIMENTS
+
+  parser = _Parser(
+      prog="jaxdrop",
+      description="Dropout, weight penalties and weight decay in JAX: the seeds' experiments, reproduced.",
+  )
+  commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+  commands.add_parser("list", help="list the experiments", description="List the experiments, one line each.")
+
+  run = commands.add_parser("run", help="run one experiment", description="Run one experiment (see: jaxdrop list).")
+  names = run.add_subparsers(dest="name", required=True, parser_class=_Parser, metavar="NAME")
+  for name, experiment in EXPERIMENTS.items():
+    sub = names.add_parser(name, help=experiment.title, description=f"{experiment.title}. Source: {experiment.source}.")
+    _add_config_options(sub, experiment.config)
+    _add_output_options(sub, f"runs/{name}-<UTC time>")
+
+  reproduce = commands.add_parser(
+      "reproduce", help="run the offline suite and write report.md",
+      description="Run the offline reproduction suite (E3, dropout vs none on the digits over several seeds, E7,"
+      " seed 002's small nets) and write report.md with every figure beside the seed's.",
+  )
+  reproduce.add_argument("--seeds", type=int, default=5, help="seeds for the dropout comparison (default: 5)")
+  _add_output_options(reproduce, "runs/reproduce-<UTC time>")
+  return parser
+
+
+def _default_out(name: str) -> Path:
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+  return Path("runs") / f"{name}-{stamp}"
+
+
+def _list() -> int:
+  from jaxdrop.experiments import EXPERIMENTS
+
+  for name, experiment in EXPERIMENTS.items():
+    print(f"{name}  {experiment.title}  [{experiment.source}]")
+  return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+  from jaxdrop.experiments import get, run_experiment
+  from jaxdrop.records import prepare_output_dir
+
+  experiment = get(args.name)
+  options = {f.name: getattr(args, f.name) for f in dataclasses.fields(experiment.config)}
+  options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+  experiment.config(**options).validate()  # before creating the output folder
+  out = prepare_output_dir(args.out or _default_out(args.name), overwrite=args.overwrite)
+  record = run_experiment(args.name, out, emit=print, quiet=args.quiet, **options)
+  print(f"wrote {out / 'record.json'} and {', '.join(record['figures'])} ({record['wall_time_s']:.1f} s)")
+  return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+  from jaxdrop.records import prepare_output_dir
+  from jaxdrop.reproduce import reproduce
+
+  if args.seeds < 1:
+    raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}.")
+  out = prepare_output_dir(args.out or _default_out("reproduce"), overwrite=args.overwrite)
+  report = reproduce(out, seeds=args.seeds, emit=print, quiet=args.quiet)
+  print(f"wrote {report}")
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Entry point of the ``jaxdrop`` console script; returns the exit status."""
+  args = build_parser().parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("jaxdrop").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+  try:
+    if args.command == "list":
+      return _list()
+    if args.command == "run":
+      return _run(args)
+    return _reproduce(args)
+  except ConfigError as e:
+    print(f"jaxdrop: error: {e}", file=sys.stderr)
+    return 2
+  except (JaxdropError, PermissionError) as e:
+    print(f"jaxdrop: error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("jaxdrop: interrupted (the run's record.json says so)", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,19 @@
+"""Errors that the command line reports in one line (no traceback)."""
+
+__all__ = ["ConfigError", "DatasetUnavailableError", "JaxdropError", "OutputExistsError"]
+
+
+class JaxdropError(Exception):
+  """Base class of the errors a user can fix from the message alone."""
+
+
+class ConfigError(JaxdropError, ValueError):
+  """An experiment option has an invalid value."""
+
+
+class DatasetUnavailableError(JaxdropError, RuntimeError):
+  """A data set is not prepared locally and cannot be downloaded."""
+
+
+class OutputExistsError(JaxdropError, FileExistsError):
+  """The output folder already holds a run (pass --overwrite to replace it)."""

@@ -1,0 +1,60 @@
+"""E4 (seed 003): a CIFAR-10 CNN with dropout 0.25 before and after its dense layer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jaxdrop
+from jaxdrop.data import resolve_dataset
+from jaxdrop.experiments._common import Config, Experiment, describe, epochs_for, init_linen, linen_task, option, train_run
+from jaxdrop.experiments.models import CNN
+from jaxdrop.plotting import plot_curves
+
+
+@dataclasses.dataclass
+class E4Config(Config):
+  """The seed gives the network only; the training recipe (10 epochs, SGD with momentum) is ours."""
+
+  batch_size: int = option(64, "training batch size")
+  lr: float = option(0.01, "SGD learning rate")
+  momentum: float = option(0.9, "SGD momentum")
+  dropout: float = option(0.25, "drop probability before and after the 512-unit layer", rate=True)
+
+
+def padding_for(height: int) -> str:
+  """``"VALID"`` (the seed's) when three valid 3x3 conv + 2x2 pool blocks fit, else ``"SAME"``."""
+  for _ in range(3):
+    height = (height - 2) // 2
+  return "VALID" if height >= 1 else "SAME"
+
+
+def run(config: E4Config, record, emit, quiet: bool) -> None:
+  data = resolve_dataset(config.dataset, "cifar10", config.data_dir)
+  record.set_dataset(data, config.dataset)
+  padding = padding_for(data.x_train.shape[1])
+  if padding != "VALID":
+    data = data._replace(note=f"{data.note}; convolutions use SAME padding for {data.x_train.shape[1]}-pixel inputs")
+    record.set_dataset(data, config.dataset)
+  if data.note:
+    emit(f"data: {data.note}")
+  model = CNN(rate=config.dropout, num_classes=data.num_classes, padding=padding)
+  params = init_linen(model, config.seed, data.x_train)
+  tx = jaxdrop.sgd(config.lr, momentum=config.momentum)
+  epochs = epochs_for(config, data, "cifar10", 10, emit)
+  entry, _ = train_run("cnn", linen_task(model), params, tx, data, config, quiet=quiet, epochs=epochs)
+  entry["padding"] = padding
+  emit(describe(entry))
+  record.add_run(entry)
+  record.add_figure(plot_curves(
+      record.out_dir / "curves.png", [entry], ("train_loss", "train_acc", "test_acc"), title="E4: CNN with dropout 0.25"
+  ))
+
+
+EXPERIMENT = Experiment(
+    name="e4",
+    title="CIFAR-10 CNN: 3 conv/ReLU/max-pool blocks (32, 64, 128), dropout 0.25, dense 512, dropout 0.25;"
+    " SGD(lr=0.01, momentum=0.9)",
+    source="seed 003 (dropout layer explained, PyTorch CNN)",
+    config=E4Config,
+    run=run,
+)

@@ -1,0 +1,168 @@
+"""The seeds' networks as Flax linen modules (``__call__(x, train)``), and d2l's
+from-scratch MLP as a pure function of explicit parameters and keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import jaxdrop
+from jaxdrop import linen as jdl
+
+__all__ = ["CNN", "MLP", "MatConvNet", "StackedLSTM", "init_scratch_mlp", "scratch_mlp", "torch_linear_init"]
+
+# PyTorch's default nn.Linear/nn.Conv2d weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+torch_linear_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+# MatConvNet's example: randn * sqrt(2 / fan_in).
+he_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+class MLP(nn.Module):
+  """``Flatten -> [Dense -> ReLU -> Dropout] * k -> Dense`` (seeds 000, 001, 004).
+
+  Attributes:
+    hidden: sizes of the hidden layers.
+    rates: dropout rate after each hidden layer (0 for none).
+    num_classes: output size.
+    kernel_init: weight initializer (biases start at zero).
+    dropout_first: put dropout before the activation, as seed 002's small net is written.
+  """
+
+  hidden: Sequence[int]
+  rates: Sequence[float]
+  num_classes: int = 10
+  kernel_init: nn.initializers.Initializer = torch_linear_init
+  dropout_first: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = x.reshape((x.shape[0], -1))
+    for size, rate in zip(self.hidden, self.rates, strict=True):
+      x = nn.Dense(size, kernel_init=self.kernel_init)(x)
+      if self.dropout_first:
+        x = nn.relu(jdl.Dropout(rate)(x, deterministic=not train))
+      else:
+        x = jdl.Dropout(rate)(nn.relu(x), deterministic=not train)
+    return nn.Dense(self.num_classes, kernel_init=self.kernel_init)(x)
+
+
+def init_scratch_mlp(key: jax.Array, sizes: Sequence[int], std: float = 0.01) -> dict[str, jax.Array]:
+  """d2l's from-scratch parameters: weights ``N(0, std**2)``, zero biases."""
+  keys = jax.random.split(key, len(sizes) - 1)
+  params = {}
+  for i, (k, fan_in, fan_out) in enumerate(zip(keys, sizes[:-1], sizes[1:])):
+    params[f"W{i + 1}"] = std * jax.random.normal(k, (fan_in, fan_out))
+    params[f"b{i + 1}"] = jnp.zeros((fan_out,))
+  return params
+
+
+def scratch_mlp(params: dict[str, jax.Array], x: jax.Array, rates: Sequence[float], key: jax.Array | None) -> jax.Array:
+  """d2l's ``Net`` with ``dropout_layer``: dropout after each hidden ReLU, only while training.
+
+  ``key`` is ``None`` for evaluation; while training, layer ``i`` uses
+  ``fold_in(key, i)``.
+  """
+  x = x.reshape((x.shape[0], -1))
+  depth = len(rates) + 1
+  for i in range(1, depth + 1):
+    x = x @ params[f"W{i}"] + params[f"b{i}"][None]
+    if i < depth:
+      x = nn.relu(x)
+      if key is not None:
+        x = jaxdrop.dropout(jax.random.fold_in(key, i), x, rates[i - 1])
+  return x
+
+
+class CNN(nn.Module):
+  """Seed 003's CIFAR network: three conv/ReLU/pool blocks, dropout, a 512-unit layer.
+
+  ``Conv(32,3) -> ReLU -> MaxPool(2) -> Conv(64,3) -> ReLU -> MaxPool(2) ->
+  Conv(128,3) -> ReLU -> MaxPool(2) -> Flatten -> Dropout -> Dense(512) -> ReLU
+  -> Dropout -> Dense(10)``. ``padding="VALID"`` is the seed's (32x32 inputs);
+  ``"SAME"`` adapts it to inputs too small for three valid 3x3 convolutions.
+  """
+
+  rate: float = 0.25
+  num_classes: int = 10
+  padding: str = "VALID"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    for features in (32, 64, 128):
+      x = nn.Conv(features, (3, 3), padding=self.padding, kernel_init=torch_linear_init)(x)
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = jdl.Dropout(self.rate)(x, deterministic=not train)
+    x = nn.relu(nn.Dense(512, kernel_init=torch_linear_init)(x))
+    x = jdl.Dropout(self.rate)(x, deterministic=not train)
+    return nn.Dense(self.num_classes, kernel_init=torch_linear_init)(x)
+
+
+class StackedLSTM(nn.Module):
+  """Seed 002's Keras model plus a softmax head: ``LSTM(128) -> Dropout(0.4) ->
+  LSTM(64, dropout, recurrent_dropout) -> Dropout(0.4) -> LSTM(32, dropout,
+  recurrent_dropout) -> Dense(num_classes)`` on ``(batch, time, features)``."""
+
+  units: Sequence[int] = (128, 64, 32)
+  between: float = 0.4
+  dropout: float = 0.25
+  recurrent_dropout: float = 0.25
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = x.reshape((x.shape[0], x.shape[1], -1))  # images: rows are time steps
+    last = len(self.units) - 1
+    for i, units in enumerate(self.units):
+      rates = (0.0, 0.0) if i == 0 else (self.dropout, self.recurrent_dropout)
+      x = jdl.LSTM(units, dropout=rates[0], recurrent_dropout=rates[1], return_sequences=i < last)(
+          x, deterministic=not train
+      )
+      if i < last:
+        x = jdl.Dropout(self.between)(x, deterministic=not train)
+    return nn.Dense(self.num_classes)(x)
+
+
+class MatConvNet(nn.Module):
+  """Seed 002's MatConvNet CIFAR network with its three ``dropout(0.5)`` layers.
+
+  Five 5x5 convolutions (64, 64, 128, 128, 128) with 3x3/2 max-pools, dropout,
+  three 4x4 convolutions (256), pool, dropout, two 4x4 (512), pool, dropout, a
+  4x4 (512) and a 1x1 convolution to the classes, averaged over space, with
+  MatConvNet's ``randn * sqrt(2 / fan_in)`` initialization. As written the 4x4
+  convolutions are unpadded and shrink a 32x32 input to nothing; here they use
+  ``"SAME"`` padding and every pool pads by one, so the network runs on 32x32
+  and on 8x8 inputs. On a 1x1 feature map a convolution keeps only its centre
+  tap (the others would only ever see the zero padding: same function, no
+  parameters that can never learn).
+  """
+
+  rate: float = 0.5
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def conv(x, features, size):
+      size = size if x.shape[1] * x.shape[2] > 1 else 1
+      return nn.relu(nn.Conv(features, (size, size), padding="SAME", kernel_init=he_init)(x))
+
+    def pool(x):
+      return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    def drop(x):
+      return jdl.Dropout(self.rate)(x, deterministic=not train)
+
+    x = pool(conv(x, 64, 5))
+    x = pool(conv(x, 64, 5))
+    x = pool(conv(conv(conv(x, 128, 5), 128, 5), 128, 5))
+    x = drop(x)
+    x = pool(conv(conv(conv(x, 256, 4), 256, 4), 256, 4))
+    x = drop(x)
+    x = pool(conv(conv(x, 512, 4), 512, 4))
+    x = drop(x)
+    x = conv(x, 512, 4)
+    x = nn.Conv(self.num_classes, (1, 1), kernel_init=he_init)(x)
+    return jnp.mean(x, axis=(1, 2))

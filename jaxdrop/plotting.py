@@ -1,0 +1,64 @@
+"""PNG figures of training curves, in the style of d2l's ``Animator`` (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["plot_curves"]
+
+
+def plot_curves(
+    path: str | os.PathLike,
+    runs: Sequence[dict[str, Any]],
+    series: Sequence[str],
+    *,
+    log_y: bool = False,
+    ylim: tuple[float, float] | None = None,
+    title: str = "",
+) -> str:
+  """One panel per run, one line per series against the epoch; saved as a PNG.
+
+  Args:
+    path: output file.
+    runs: dicts with a ``name`` and a ``history`` (``epoch`` and the series).
+    series: history keys to draw, e.g. ``("train_loss", "train_acc", "test_acc")``.
+    log_y: log-scale y axis (E3's losses).
+    ylim: fixed y range, e.g. ``(0, 1)`` for d2l's figures.
+    title: figure title.
+
+  Returns:
+    ``path`` as a string.
+  """
+  n = len(runs)
+  cols = 2 if n == 4 else min(n, 3)
+  rows = -(-n // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+  for ax, run in zip(axes.flat, runs):
+    history = run["history"]
+    for name in series:
+      if name in history:
+        ax.plot(history["epoch"], history[name], marker="." if len(history["epoch"]) < 30 else None,
+                label=name.replace("_", " "))
+    ax.set_title(run["name"], fontsize=10)
+    ax.set_xlabel("epoch")
+    if log_y:
+      ax.set_yscale("log")
+    if ylim:
+      ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  for ax in list(axes.flat)[n:]:
+    ax.axis("off")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return str(path)

@@ -1,0 +1,77 @@
+"""The jaxdrop command line."""
+
+import json
+
+import pytest
+
+from jaxdrop import cli, reproduce
+
+
+def test_list_shows_every_experiment(capsys):
+  assert cli.main(["list"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.split()[0] for line in lines] == [f"e{i}" for i in range(1, 8)]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "e2", "--help"], ["reproduce", "--help"]])
+def test_help_everywhere(argv, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  assert exit_.value.code == 0 and "usage: jaxdrop" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["run", "e9"], "invalid choice: 'e9' (choose from 'e1', 'e2'"),
+    (["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'auto', 'mnist'"),
+    (["run", "e2", "--epochs", "two"], "invalid int value: 'two'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_are_one_line_with_the_choices(argv, needle, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  err = capsys.readouterr().err
+  assert exit_.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["run", "e3", "--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["run", "e3", "--batch-size", "-5"], "--batch-size must be a positive integer, got -5"),
+    (["run", "e2", "--dropout2", "1.5"], "--dropout2 must be a drop probability in [0, 1], got 1.5"),
+    (["run", "e3", "--lr", "nan"], "--lr must be a positive number"),
+])
+def test_invalid_values_are_one_line_errors(argv, needle, capsys, tmp_path):
+  assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err
+  assert needle in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "out").exists()  # nothing created for a rejected run
+
+
+def test_run_writes_its_folder_and_refuses_to_overwrite(tmp_path, capsys):
+  out = tmp_path / "e3"
+  argv = ["run", "e3", "--quiet", "--seeds", "1", "--epochs", "5", "--versions", "scratch", "--out", str(out)]
+  assert cli.main(argv) == 0
+  assert "wrote" in capsys.readouterr().out
+  first = (out / "record.json").read_text()
+  assert cli.main(argv) == 1
+  assert "already holds a run" in capsys.readouterr().err
+  assert (out / "record.json").read_text() == first  # untouched
+  assert cli.main([*argv, "--overwrite"]) == 0
+
+
+def test_offline_dataset_error_is_one_line(tmp_path, capsys, monkeypatch):
+  from jaxdrop import data
+
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  argv = ["run", "e1", "--dataset", "mnist", "--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "o")]
+  assert cli.main(argv) == 1
+  err = capsys.readouterr().err
+  assert "network is unreachable" in err and "--dataset digits" in err and len(err.strip().splitlines()) == 1
+  assert json.loads((tmp_path / "o" / "record.json").read_text())["status"] == "failed"
+
+
+def test_report_renders_every_part(small_records):
+  _, records = small_records
+  text = reproduce.render_report(records, 12.0, seeds=2)
+  for needle in ("## E3", "13.1113", "| scratch | 0 |", "## Dropout against no dropout", "narrow", "## E7",
+                 "| l1 |", "## E6", "| matconvnet |", "](e3/losses.png)", "](dropout/curves.png)"):
+    assert needle in text, needle
