@@ -106,7 +106,9 @@ def realized_probability(threshold, bits: int):
   return threshold.astype(jnp.float32) / jnp.float32(2.0**bits)
 
 
-def bernoulli_lanes(seed: jax.Array, shape: tuple[int, ...], threshold, bits: int) -> jax.Array:
+def bernoulli_lanes(
+    seed: jax.Array, shape: tuple[int, ...], threshold, bits: int, *, materialize: bool = True
+) -> jax.Array:
   """A boolean array of ``shape``, each element ``True`` with probability ``threshold / 2**bits``.
 
   Args:
@@ -114,6 +116,10 @@ def bernoulli_lanes(seed: jax.Array, shape: tuple[int, ...], threshold, bits: in
     shape: the mask's shape.
     threshold: from :func:`lane_threshold` (Python int or ``uint32`` scalar).
     bits: lane width, 8, 16 or 32.
+    materialize: on XLA:CPU, compute the random words once into a temporary
+      buffer (``bits / 8`` bytes per element; faster) instead of rehashing a
+      word for each of its lanes inside the consumer (no buffer). The bits are
+      the same either way.
 
   Returns:
     The mask; elements are independent, and bitwise the same for the same seed.
@@ -123,7 +129,7 @@ def bernoulli_lanes(seed: jax.Array, shape: tuple[int, ...], threshold, bits: in
     return jnp.zeros(shape, jnp.bool_)
   lanes_per_word = 32 // bits
   count = -(-size // lanes_per_word)
-  words = _random_words(seed, count, shared=lanes_per_word > 1)
+  words = _random_words(seed, count, shared=materialize and lanes_per_word > 1)
   if lanes_per_word == 1:
     lanes = words
   else:

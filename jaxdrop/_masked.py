@@ -6,6 +6,11 @@ between the forward and backward passes. The gradient is
 ``where(mask, g * scale, 0)`` whichever way the mask is obtained, so it is
 bitwise the same as differentiating the stored-mask version
 (:func:`masked_affine_stored`, kept for tests and benchmarks).
+
+Memory: outside differentiation the random words are materialized on CPU
+(faster, a transient ``bits / 8`` bytes per element); under differentiation
+both passes hash them inside their fusions, so a train step needs no buffer
+for dropout beyond what the same step without dropout needs.
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ def _select(mask, x, scale, shift, fill):
   return jnp.where(jnp.broadcast_to(mask, x.shape), kept, fill.astype(x.dtype))
 
 
-def masked_affine_stored(seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits):
+def masked_affine_stored(seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits, materialize=True):
   """``where(mask, x * scale + shift, fill)``, differentiated by plain autodiff."""
-  mask = bernoulli_lanes(seed, mask_shape, threshold, bits)
+  mask = bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=materialize)
   return _select(mask, x, scale, shift, fill)
 
 
@@ -49,13 +54,15 @@ def _masked_affine(seed, x, threshold, scale, shift, fill, mask_shape, bits):
 
 
 def _masked_affine_fwd(seed, x, threshold, scale, shift, fill, mask_shape, bits):
-  y = masked_affine_stored(seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits)
+  y = masked_affine_stored(
+      seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits, materialize=False
+  )
   return y, (seed, threshold, scale)
 
 
 def _masked_affine_bwd(mask_shape, bits, residuals, g):
   seed, threshold, scale = residuals
-  mask = bernoulli_lanes(seed, mask_shape, threshold, bits)
+  mask = bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=False)
   gx = _select(mask, g, scale, None, None)
   return None, gx, None, None, None, None
 

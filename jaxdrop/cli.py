@@ -1,4 +1,4 @@
-"""The ``jaxdrop`` command: ``list``, ``run NAME``, ``reproduce``.
+"""The ``jaxdrop`` command: ``list``, ``run NAME``, ``reproduce``, ``bench``.
 
 A thin layer over :mod:`jaxdrop.experiments` and :mod:`jaxdrop.reproduce`:
 options come from each experiment's config dataclass, errors a user can fix
@@ -91,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
   )
   reproduce.add_argument("--seeds", type=int, default=5, help="seeds for the dropout comparison (default: 5)")
   _add_output_options(reproduce, "runs/reproduce-<UTC time>")
+
+  from jaxdrop.bench import SECTIONS
+
+  bench = commands.add_parser(
+      "bench", help="measure speed and memory side by side",
+      description="Time dropout, an epoch of E2, vmapped seeds and train-step memory against flax (and torch when"
+      " installed), in one run; writes bench.json and bench.md.",
+  )
+  bench.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to measure")
+  bench.add_argument("--reps", type=int, default=20, help="timed repetitions per dropout variant (default: 20)")
+  _add_output_options(bench, "runs/bench-<UTC time>")
   return parser
 
 
@@ -133,6 +144,18 @@ def _reproduce(args: argparse.Namespace) -> int:
   return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+  from jaxdrop.bench import run_bench
+  from jaxdrop.records import prepare_output_dir
+
+  if args.reps < 1:
+    raise ConfigError(f"--reps must be a positive integer, got {args.reps}.")
+  out = prepare_output_dir(args.out or _default_out("bench"), overwrite=args.overwrite)
+  emit = (lambda line: None) if args.quiet else print
+  print(f"wrote {run_bench(out, args.sections, reps=args.reps, emit=emit)}")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   """Entry point of the ``jaxdrop`` console script; returns the exit status."""
   args = build_parser().parse_args(argv)
@@ -143,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
       return _list()
     if args.command == "run":
       return _run(args)
+    if args.command == "bench":
+      return _bench(args)
     return _reproduce(args)
   except ConfigError as e:
     print(f"jaxdrop: error: {e}", file=sys.stderr)

@@ -49,6 +49,21 @@ def test_cpu_materialized_words_equal_plain_words_also_under_vmap():
   np.testing.assert_array_equal(_bits._materialized_words(seeds[0], 999), plain[0])
 
 
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_fused_and_materialized_masks_are_bitwise_equal(bits):
+  # The forward pass materializes the words on CPU, the custom_vjp passes hash
+  # them inside their fusions: both must give the same mask.
+  seeds = jax.vmap(_bits.derive_seed)(jax.random.split(jax.random.key(9), 3))
+  threshold = 2**bits // 5 if bits < 32 else 2**32 // 5
+
+  def mask(s, materialize):
+    return _bits.bernoulli_lanes(s, (37, 129), threshold, bits, materialize=materialize)
+
+  fused = jax.jit(jax.vmap(lambda s: mask(s, False)))(seeds)
+  np.testing.assert_array_equal(fused, jax.jit(jax.vmap(lambda s: mask(s, True)))(seeds))
+  np.testing.assert_array_equal(fused[1], mask(seeds[1], True))
+
+
 def test_seed_is_zero_word_safe():
   # The conditional's predicate tests seed[0] != 0; both branches are equal.
   zero = jnp.zeros(2, jnp.uint32)

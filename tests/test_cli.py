@@ -13,7 +13,7 @@ def test_list_shows_every_experiment(capsys):
   assert [line.split()[0] for line in lines] == [f"e{i}" for i in range(1, 8)]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "e2", "--help"], ["reproduce", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "e2", "--help"], ["reproduce", "--help"], ["bench", "--help"]])
 def test_help_everywhere(argv, capsys):
   with pytest.raises(SystemExit) as exit_:
     cli.main(argv)

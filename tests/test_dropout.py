@@ -153,11 +153,15 @@ def test_gradient_is_zero_on_dropped_and_scale_on_kept(bits):
   np.testing.assert_array_equal(g[kept], np.asarray(w)[kept] * scale)
 
 
-def test_key_only_residual_gradient_equals_stored_mask_gradient_bitwise():
+@pytest.mark.parametrize("bits", [8, 16, 32])
+@pytest.mark.parametrize("affine", [False, True], ids=["scale", "alpha-style affine"])
+def test_key_only_residual_gradient_equals_stored_mask_gradient_bitwise(bits, affine):
   seed = jax.random.bits(key(20), (2,), jnp.uint32)
   x = jax.random.normal(key(21), (8, 300), jnp.bfloat16)
-  args = (jnp.uint32(40000), jnp.float32(1 / 0.6))
-  kw = dict(mask_shape=(8, 300), bits=16)
+  args = (jnp.uint32(int(0.6 * 2**bits)), jnp.float32(1 / 0.6))
+  if affine:  # what alpha dropout passes: survivors a*x + b, dropped units a fill value
+    args += (jnp.float32(0.25), jnp.float32(-1.7))
+  kw = dict(mask_shape=(8, 300), bits=bits)
   loss = lambda f: (lambda v: jnp.sum((f(seed, v, *args, **kw) * v).astype(jnp.float32)))
   assert_trees_equal(jax.grad(loss(masked_affine))(x), jax.grad(loss(masked_affine_stored))(x))
 
