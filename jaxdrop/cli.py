@@ -125,8 +125,11 @@ def _run(args: argparse.Namespace) -> int:
   experiment = get(args.name)
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(experiment.config)}
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-  experiment.config(**options).validate()  # before creating the output folder
-  out = prepare_output_dir(args.out or _default_out(args.name), overwrite=args.overwrite)
+  config = experiment.config(**options)
+  config.validate()  # before creating the output folder
+  if config.resume and args.out is None:
+    raise ConfigError("--resume needs --out DIR: the folder of the run to continue.")
+  out = prepare_output_dir(args.out or _default_out(args.name), overwrite=args.overwrite, resume=config.resume)
   record = run_experiment(args.name, out, emit=print, quiet=args.quiet, **options)
   print(f"wrote {out / 'record.json'} and {', '.join(record['figures'])} ({record['wall_time_s']:.1f} s)")
   return 0

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdrop.errors import ConfigError, DatasetUnavailableError
+from jaxdrop.errors import ConfigError, DatasetCorruptError, DatasetUnavailableError
 
 __all__ = [
     "DATASETS",
@@ -162,9 +162,16 @@ def _tfds(name: str, data_dir: str, download: bool) -> Dataset:
   arrays = []
   for split in ("train", "test"):
     source = _open_tfds(name, split, data_dir, download)
-    examples = [source[i] for i in range(len(source))]
-    images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.float32) / 255.0
-    labels = np.asarray([int(ex["label"]) for ex in examples], np.int32)
+    try:
+      examples = [source[i] for i in range(len(source))]
+      images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.float32) / 255.0
+      labels = np.asarray([int(ex["label"]) for ex in examples], np.int32)
+    except Exception as e:  # array_record and the decoders raise several types for damaged files
+      raise DatasetCorruptError(
+          f"the prepared {split} files of {name} in data_dir={data_dir} cannot be read ({type(e).__name__}:"
+          f" {str(e).splitlines()[0][:200]}); they are truncated or not tfds array_record files. Nothing was"
+          f" changed: move {os.path.join(data_dir, name)} away and {_prepare_hint(name, data_dir)}."
+      ) from e
     arrays += [images, labels]
   return Dataset(name, *arrays, num_classes=10, note=f"tensorflow-datasets {name} from {data_dir}")
 
@@ -185,6 +192,7 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Tru
     ConfigError: for an unknown name.
     DatasetUnavailableError: if a tfds data set is neither prepared nor
       downloadable (raised within seconds when offline).
+    DatasetCorruptError: if its prepared files cannot be read.
   """
   if name == "digits":
     return _digits()

@@ -16,6 +16,7 @@ examples, exactly as PyTorch's ``DataLoader`` with ``drop_last=False``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -30,6 +31,7 @@ import optax
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
+from jaxdrop.checkpoints import Checkpoints
 from jaxdrop.errors import JaxdropError
 
 __all__ = [
@@ -39,10 +41,13 @@ __all__ = [
     "TrainingDivergedError",
     "TrainState",
     "batch_plan",
+    "apply_per_example",
     "cross_entropy",
     "evaluate",
+    "example_keys",
     "fit",
     "fit_seeds",
+    "gspmd_partitioner",
     "half_squared_error",
     "choose_path",
     "make_train_epoch",
@@ -138,19 +143,50 @@ def _batch_sums(task: Task, outputs, targets, weights) -> dict[str, jax.Array]:
   return sums
 
 
-def make_train_step(task: Task) -> Callable:
+def example_keys(dropout_key: jax.Array, epoch: jax.Array, indices: jax.Array) -> jax.Array:
+  """Per-example dropout keys: ``fold_in(fold_in(dropout_key, epoch), index)`` for each data-set index.
+
+  They depend on the run's key, the epoch and each example's position in the
+  data set only, so an example's masks do not change with the batch size, the
+  batch's other examples or the number of devices. Layers draw their own
+  streams from an example's key (flax folds in the module path; the scratch
+  models split it), so every layer's mask differs.
+  """
+  epoch_key = jax.random.fold_in(dropout_key, epoch)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(epoch_key, indices)
+
+
+def apply_per_example(task: Task, params: Params, xb: jax.Array, keys: jax.Array) -> jax.Array:
+  """The training forward pass with one dropout key per example (``vmap`` over the batch)."""
+  return jax.vmap(lambda xi, ki: task.apply(params, xi[None], True, ki)[0])(xb, keys)
+
+
+def make_train_step(task: Task, *, batch_invariant: bool = False, batch_sharding=None) -> Callable:
   """``(state, x, y, indices, weights, dropout_key) -> (state, metrics)`` for one batch (not jitted).
 
-  The batch is gathered from the full arrays ``x`` and ``y`` by ``indices``;
-  the step's dropout key is ``fold_in(dropout_key, state.step)``.
+  The batch is gathered from the full arrays ``x`` and ``y`` by ``indices``.
+  The step's dropout key is ``fold_in(dropout_key, state.step)``; with
+  ``batch_invariant`` each example gets its own key instead
+  (:func:`example_keys`, from the epoch and its data-set index).
+  ``batch_sharding`` (a ``NamedSharding``) splits the batch over devices.
   """
 
   def step(state: TrainState, x, y, indices, weights, dropout_key):
+    if batch_sharding is not None:
+      indices, weights = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (indices, weights))
     xb, yb = jnp.take(x, indices, axis=0), jnp.take(y, indices, axis=0)
-    key = jax.random.fold_in(dropout_key, state.step)
+    if batch_sharding is not None:
+      xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
+    if batch_invariant:
+      steps_per_epoch = math.ceil(x.shape[0] / indices.shape[0])
+      keys = example_keys(dropout_key, state.step // steps_per_epoch, indices)
+      forward = lambda params: apply_per_example(task, params, xb, keys)
+    else:
+      key = jax.random.fold_in(dropout_key, state.step)
+      forward = lambda params: task.apply(params, xb, True, key)
 
     def objective(params):
-      outputs = task.apply(params, xb, True, key)
+      outputs = forward(params)
       sums = _batch_sums(task, outputs, yb, weights)
       loss = sums["loss_sum"] / sums["count"]
       total = loss + task.penalty(params) if task.penalty is not None else loss
@@ -188,8 +224,21 @@ def choose_path(task: Task, params: Params, sample: jax.Array) -> tuple[str, str
 
 
 
-def make_train_epoch(task: Task, batch_size: int, path: str = "scan", *, seeds_axis: bool = False) -> Callable:
-  """``(state, x, y, shuffle_key, dropout_key) -> (state, per-step metrics)`` for one epoch.
+def make_train_epoch(
+    task: Task,
+    batch_size: int,
+    path: str = "scan",
+    *,
+    seeds_axis: bool = False,
+    batch_invariant: bool = False,
+    batch_sharding=None,
+) -> Callable:
+  """``(state, x, y, shuffle_key, dropout_key, start=0, count=None) -> (state, per-step metrics)``.
+
+  Runs steps ``start, ..., start + count - 1`` of an epoch (all of them by
+  default); the epoch's batches are drawn from ``shuffle_key``
+  (``None`` keeps the data's order), so an epoch cut into pieces sees the same
+  batches as one run whole.
 
   Args:
     task: what is trained.
@@ -198,43 +247,53 @@ def make_train_epoch(task: Task, batch_size: int, path: str = "scan", *, seeds_a
       state donated); ``"loop"``: the same jitted step called from Python.
     seeds_axis: the state and both keys carry a leading axis of independent
       runs (seeds) trained together under ``vmap``; ``x`` and ``y`` are shared.
-
-  ``shuffle_key=None`` keeps the data's order.
+    batch_invariant: per-example dropout keys (:func:`example_keys`).
+    batch_sharding: a ``NamedSharding`` that splits each batch over devices.
   """
-  step = make_train_step(task)
+  step = make_train_step(task, batch_invariant=batch_invariant, batch_sharding=batch_sharding)
 
   def plan(shuffle_key, n):
     one = lambda k: batch_plan(k, n, batch_size)
     return jax.vmap(one)(shuffle_key) if seeds_axis and shuffle_key is not None else one(shuffle_key)
+
+  def num_batches(x):
+    return math.ceil(x.shape[0] / batch_size)
 
   if path == "scan":
 
     def one_run(state, x, y, indices, weights, dropout_key):
       return jax.lax.scan(lambda s, b: step(s, x, y, *b, dropout_key), state, (indices, weights))
 
-    def epoch(state, x, y, shuffle_key, dropout_key):
+    def chunk(state, x, y, shuffle_key, dropout_key, start, count):
       indices, weights = plan(shuffle_key, x.shape[0])
+      indices, weights = (jax.lax.dynamic_slice_in_dim(a, start, count, axis=-2) for a in (indices, weights))
       if not seeds_axis:
         return one_run(state, x, y, indices, weights, dropout_key)
       plan_axis = None if shuffle_key is None else 0
       runs = jax.vmap(one_run, in_axes=(0, None, None, plan_axis, plan_axis, 0))
       return runs(state, x, y, indices, weights, dropout_key)
 
-    return jax.jit(epoch, donate_argnums=0)
+    compiled = jax.jit(chunk, static_argnames="count", donate_argnums=0)
+
+    def scan_epoch(state, x, y, shuffle_key, dropout_key, start=0, count=None):
+      count = num_batches(x) - start if count is None else count
+      return compiled(state, x, y, shuffle_key, dropout_key, jnp.int32(start), count=count)
+
+    return scan_epoch
   if path != "loop":
     raise ValueError(f"path must be 'auto', 'scan' or 'loop', got {path!r}.")
   jit_plan = jax.jit(plan, static_argnums=1)
-  plan_axis = 0
-  runs_step = jax.vmap(step, in_axes=(0, None, None, plan_axis, plan_axis, 0)) if seeds_axis else step
+  runs_step = jax.vmap(step, in_axes=(0, None, None, 0, 0, 0)) if seeds_axis else step
   jit_step = jax.jit(runs_step, donate_argnums=0)
 
-  def loop_epoch(state, x, y, shuffle_key, dropout_key):
+  def loop_epoch(state, x, y, shuffle_key, dropout_key, start=0, count=None):
+    count = num_batches(x) - start if count is None else count
     indices, weights = jit_plan(shuffle_key, x.shape[0])
     if seeds_axis and shuffle_key is None:  # one plan, shared by the runs
       num_runs = dropout_key.shape[0]
       indices, weights = (jnp.broadcast_to(a, (num_runs, *a.shape)) for a in (indices, weights))
     history = []
-    for b in range(indices.shape[-2]):
+    for b in range(start, start + count):
       state, metrics = jit_step(state, x, y, indices[..., b, :], weights[..., b, :], dropout_key)
       history.append(metrics)
     return state, jax.tree.map(lambda *m: jnp.stack(m, axis=-1), *history)
@@ -302,6 +361,10 @@ def fit(
     eval_train: bool = False,
     quiet: bool = False,
     description: str = "",
+    batch_invariant: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+    checkpoints: Checkpoints | None = None,
+    resume: bool = False,
 ) -> FitResult:
   """Trains ``params`` on ``data`` and evaluates after each epoch.
 
@@ -322,6 +385,14 @@ def fit(
       average of the training steps (as d2l's ``train_epoch``).
     quiet: no progress bar (it is also off when stderr is not a terminal).
     description: label of the progress bar.
+    batch_invariant: draw each example's dropout masks from its own key
+      (:func:`example_keys`), independent of batch size, batch composition and
+      device count.
+    mesh: data-parallel training: each batch is split over the mesh's first
+      axis, the parameters and the data set are replicated.
+    checkpoints: save the run with these :class:`~jaxdrop.checkpoints.Checkpoints`
+      every ``checkpoints.every_steps`` steps and at the end.
+    resume: continue from the newest good checkpoint in ``checkpoints``.
 
   Returns:
     A :class:`FitResult`; ``history`` has ``epoch``, ``train_loss``,
@@ -329,10 +400,12 @@ def fit(
     evaluated epochs.
 
   Raises:
-    TrainingDivergedError: if a training loss is NaN or infinite.
+    TrainingDivergedError: if a training loss is NaN or infinite; nothing
+      after the last finite step is saved.
   """
   options = dict(epochs=epochs, batch_size=batch_size, shuffle=shuffle, path=path, eval_every=eval_every,
-                 eval_train=eval_train, quiet=quiet, description=description)
+                 eval_train=eval_train, quiet=quiet, description=description, batch_invariant=batch_invariant,
+                 mesh=mesh, checkpoints=checkpoints, resume=resume)
   return _fit(task, params, tx, data, [seed], batched=False, **options)[0]
 
 
@@ -361,18 +434,50 @@ def fit_seeds(
     seeds: one run per seed.
     epochs: number of passes over the training set.
     batch_size: training batch size.
-    **options: the other keyword arguments of :func:`fit`.
+    **options: the other keyword arguments of :func:`fit` (but ``mesh``).
 
   Returns:
     One :class:`FitResult` per seed, in order.
   """
+  if options.get("mesh") is not None:
+    raise ValueError("fit_seeds trains the seeds on one device; pass mesh=None (or train the seeds one by one).")
   params = jax.jit(jax.vmap(lambda s: init(run_keys(s)["init"])))(jnp.asarray(seeds))
   return _fit(task, params, tx, data, list(seeds), batched=True, epochs=epochs, batch_size=batch_size, **options)
 
 
-def _fit(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=True, path="auto",
-         eval_every=1, eval_train=False, quiet=False, description=""):
+@contextlib.contextmanager
+def gspmd_partitioner():
+  """Partitions sharded programs with GSPMD instead of Shardy while in the block.
+
+  jax 0.10.2 cannot lower ``lax.mulhi`` under Shardy ("Unable to convert MHLO
+  to StableHLO"), and the Philox generator of jaxdrop's masks (and of any
+  ``jax.random`` key with ``impl="philox4x32"``) multiplies with it. Sharded
+  programs that use jaxdrop's dropout should be compiled in this block.
+
+  Example::
+
+    with engine.gspmd_partitioner():
+      y = jax.jit(lambda k, x: jaxdrop.dropout(k, x, 0.5))(key, sharded_x)
+  """
+  previous = jax.config.jax_use_shardy_partitioner
+  jax.config.update("jax_use_shardy_partitioner", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_use_shardy_partitioner", previous)
+
+
+def _fit(task, params, tx, data, seeds, *, mesh=None, **options):
   """:func:`fit` for one run (``batched=False``) or :func:`fit_seeds` (a leading runs axis)."""
+  if mesh is None:
+    return _fit_on(task, params, tx, data, seeds, mesh=None, **options)
+  with gspmd_partitioner():
+    return _fit_on(task, params, tx, data, seeds, mesh=mesh, **options)
+
+
+def _fit_on(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=True, path="auto",
+            eval_every=1, eval_train=False, quiet=False, description="", batch_invariant=False, mesh=None,
+            checkpoints=None, resume=False):
   # Batched keys come from vmap: jnp.stack of typed keys trips jax's key-reuse checker.
   keys = jax.vmap(run_keys)(jnp.asarray(seeds)) if batched else run_keys(seeds[0])
   shuffle_keys, dropout_keys = keys["shuffle"], keys["dropout"]
@@ -382,44 +487,96 @@ def _fit(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=
   reason = f"requested path={path!r}"
   if path == "auto":
     path, reason = choose_path(task, jax.tree.map(lambda a: a[0], params) if batched else params, x_train)
-  run_epoch = make_train_epoch(task, batch_size, path, seeds_axis=batched)
+  batch_sharding = None
+  if mesh is not None:
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    x_train, y_train, x_test, y_test, params = jax.device_put((x_train, y_train, x_test, y_test, params), replicated)
+  run_epoch = make_train_epoch(task, batch_size, path, seeds_axis=batched, batch_invariant=batch_invariant,
+                               batch_sharding=batch_sharding)
   create = lambda p: TrainState.create(apply_fn=task.apply, params=p, tx=tx)
   # Epochs donate the state's buffers: copy, so that the caller's params stay valid.
   params = jax.tree.map(jnp.copy, params)
-  state = jax.jit(jax.vmap(create))(params) if batched else create(params)
+  state = jax.jit(jax.vmap(create))(params) if batched else jax.jit(create)(params)
   sums_fn = jax.vmap(_evaluate_sums, in_axes=(None, 0, None, None, None)) if batched else _evaluate_sums
   evaluate_sums = jax.jit(sums_fn, static_argnums=(0, 4)) if batched else _evaluate_sums
-  histories = [_empty_history(task) for _ in seeds]
-  step_losses: list[list[np.ndarray]] = [[] for _ in seeds]
-  bar = tqdm(range(1, epochs + 1), desc=description, disable=quiet or not sys.stderr.isatty(), leave=False)
-  for epoch in bar:
-    first_step = int(np.max(state.step))
-    state, metrics = run_epoch(state, x_train, y_train, fold(shuffle_keys, epoch) if shuffle else None, dropout_keys)
-    losses = np.asarray(metrics["loss"]).reshape(len(seeds), -1)
-    for run, run_losses in enumerate(losses):
-      if not np.all(np.isfinite(run_losses)):
-        bad = int(np.argmin(np.isfinite(run_losses)))
-        raise TrainingDivergedError(first_step + bad + 1, float(run_losses[bad]))
-      step_losses[run].append(run_losses)
-    if epoch % eval_every and epoch != epochs:
-      continue
-    test = _summarize(task, evaluate_sums(task, state.params, x_test, y_test, min(1024, x_test.shape[0])))
-    if eval_train:
-      train = _summarize(task, evaluate_sums(task, state.params, x_train, y_train, min(1024, x_train.shape[0])))
-    else:  # the running average over this epoch's training steps
-      train = _summarize(task, {k: jnp.sum(v, axis=-1) for k, v in metrics.items() if k != "loss"})
-    for run, history in enumerate(histories):
-      pick = (lambda v: v[run]) if batched else (lambda v: v)
-      history["epoch"].append(epoch)
-      history["train_loss"].append(pick(train["loss"]))
-      history["test_loss"].append(pick(test["loss"]))
-      if task.classification:
-        history["train_acc"].append(pick(train["accuracy"]))
-        history["test_acc"].append(pick(test["accuracy"]))
-    bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in histories[0].items() if k != "epoch"})
-  execution = {"path": path, "reason": reason, "runs_vmapped": len(seeds) if batched else 1}
+  progress = {"epoch": 1, "epoch_step": 0, "histories": [_empty_history(task) for _ in seeds],
+              "step_losses": [[] for _ in seeds], "pending": {}}
+  resumed_from = None
+  if resume and checkpoints is not None:
+    restored = checkpoints.restore_latest(state)
+    if restored is not None:
+      state, progress = restored
+      order = _empty_history(task)  # JSON may have sorted the keys
+      progress["histories"] = [{k: h[k] for k in order} for h in progress["histories"]]
+      resumed_from = int(np.max(state.step))
+      if mesh is not None:
+        state = jax.device_put(state, replicated)
+  histories = progress["histories"]
+  steps_per_epoch = math.ceil(x_train.shape[0] / batch_size)
+  bar = tqdm(total=epochs, initial=progress["epoch"] - 1, desc=description,
+             disable=quiet or not sys.stderr.isatty(), leave=False)
+  while progress["epoch"] <= epochs:
+    epoch = progress["epoch"]
+    shuffle_key = fold(shuffle_keys, epoch) if shuffle else None
+    while progress["epoch_step"] < steps_per_epoch:
+      first_step = int(np.max(state.step))
+      count = steps_per_epoch - progress["epoch_step"]
+      if checkpoints is not None and checkpoints.every_steps:
+        count = min(count, checkpoints.every_steps - first_step % checkpoints.every_steps)
+      # Every piece of an epoch redraws the epoch's shuffle from the same key (clone: on purpose).
+      piece_key = None if shuffle_key is None else jax.random.clone(shuffle_key)
+      state, metrics = run_epoch(state, x_train, y_train, piece_key, dropout_keys, progress["epoch_step"], count)
+      metrics = {k: np.asarray(v).reshape(len(seeds), -1) for k, v in metrics.items()}
+      for run_losses in metrics["loss"]:
+        if not np.all(np.isfinite(run_losses)):
+          bad = int(np.argmin(np.isfinite(run_losses)))
+          raise TrainingDivergedError(first_step + bad + 1, float(run_losses[bad]))
+      pending = progress["pending"]
+      for k, v in metrics.items():
+        pending[k] = np.concatenate([np.asarray(pending.get(k, np.zeros((len(seeds), 0), v.dtype)), v.dtype), v], 1)
+      progress["epoch_step"] += count
+      if progress["epoch_step"] < steps_per_epoch and checkpoints is not None and checkpoints.due(first_step + count):
+        checkpoints.save(state, progress)
+    losses = np.asarray(progress["pending"]["loss"], np.float32)
+    for run in range(len(seeds)):
+      progress["step_losses"][run].append(losses[run])
+    if epoch % eval_every == 0 or epoch == epochs:
+      _record_epoch(task, histories, epoch, batched, state, progress["pending"], eval_train, evaluate_sums,
+                    (x_train, y_train), (x_test, y_test))
+    bar.update(1)
+    if histories[0]["epoch"]:
+      bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in histories[0].items() if k != "epoch"})
+    progress.update(epoch=epoch + 1, epoch_step=0, pending={})
+    if checkpoints is not None and (checkpoints.due(int(np.max(state.step))) or epoch == epochs):
+      checkpoints.save(state, progress)
+  bar.close()
+  execution = {"path": path, "reason": reason, "runs_vmapped": len(seeds) if batched else 1,
+               "batch_invariant_masks": batch_invariant, "devices": 1 if mesh is None else mesh.size,
+               "resumed_from_step": resumed_from}
   states = [jax.tree.map(lambda a: a[i], state) for i in range(len(seeds))] if batched else [state]
+  step_losses = [[np.asarray(l, np.float32) for l in run] for run in progress["step_losses"]]
   return [FitResult(st, h, sl, execution) for st, h, sl in zip(states, histories, step_losses, strict=True)]
+
+
+def _record_epoch(task, histories, epoch, batched, state, pending, eval_train, evaluate_sums, train, test):
+  """Appends epoch ``epoch``'s train and (deterministic) test metrics to each run's history."""
+  x_test, y_test = test
+  test_m = _summarize(task, evaluate_sums(task, state.params, x_test, y_test, min(1024, x_test.shape[0])))
+  if eval_train:
+    x_train, y_train = train
+    train_m = _summarize(task, evaluate_sums(task, state.params, x_train, y_train, min(1024, x_train.shape[0])))
+  else:  # the running average over this epoch's training steps
+    sums = {k: np.sum(np.asarray(v, np.float32), axis=-1) for k, v in pending.items() if k != "loss"}
+    train_m = _summarize(task, sums if batched else {k: v[0] for k, v in sums.items()})
+  for run, history in enumerate(histories):
+    pick = (lambda v: v[run]) if batched else (lambda v: v)
+    history["epoch"].append(epoch)
+    history["train_loss"].append(pick(train_m["loss"]))
+    history["test_loss"].append(pick(test_m["loss"]))
+    if task.classification:
+      history["train_acc"].append(pick(train_m["accuracy"]))
+      history["test_acc"].append(pick(test_m["accuracy"]))
 
 
 def _empty_history(task: Task) -> dict[str, list[float]]:

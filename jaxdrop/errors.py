@@ -1,6 +1,6 @@
 """Errors that the command line reports in one line (no traceback)."""
 
-__all__ = ["ConfigError", "DatasetUnavailableError", "JaxdropError", "OutputExistsError"]
+__all__ = ["ConfigError", "DatasetCorruptError", "DatasetUnavailableError", "JaxdropError", "OutputExistsError"]
 
 
 class JaxdropError(Exception):
@@ -13,6 +13,10 @@ class ConfigError(JaxdropError, ValueError):
 
 class DatasetUnavailableError(JaxdropError, RuntimeError):
   """A data set is not prepared locally and cannot be downloaded."""
+
+
+class DatasetCorruptError(JaxdropError, RuntimeError):
+  """A prepared data set's files cannot be read (truncated, wrong format)."""
 
 
 class OutputExistsError(JaxdropError, FileExistsError):

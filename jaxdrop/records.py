@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,20 +86,29 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     raise
 
 
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-  """Creates the run's output folder; refuses to reuse a non-empty one unless ``overwrite``.
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+  """Creates the run's output folder; refuses to reuse a non-empty one unless ``overwrite`` or ``resume``.
+
+  ``overwrite`` starts the run afresh there (old checkpoints are removed, so
+  that they cannot be mixed into the new run); ``resume`` keeps everything.
 
   Raises:
-    OutputExistsError: if the folder holds files and ``overwrite`` is false.
+    OutputExistsError: if the folder holds files and neither flag is set.
     PermissionError: if the folder cannot be written (the message names it).
+    ConfigError: if both flags are set.
   """
-  from jaxdrop.errors import OutputExistsError
+  from jaxdrop.errors import ConfigError, OutputExistsError
 
   path = Path(path)
-  if path.exists() and any(path.iterdir()) and not overwrite:
+  if overwrite and resume:
+    raise ConfigError("--overwrite starts afresh and --resume continues; pass only one of them.")
+  if path.exists() and any(path.iterdir()) and not (overwrite or resume):
     raise OutputExistsError(
-        f"output folder {path} already holds a run; choose another --out or pass --overwrite to replace it."
+        f"output folder {path} already holds a run; choose another --out, pass --resume to continue it"
+        " from its checkpoints, or --overwrite to replace it."
     )
+  if overwrite and (path / "checkpoints").is_dir():
+    shutil.rmtree(path / "checkpoints")
   try:
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".write-test"

@@ -24,6 +24,10 @@ def toy_data(n_train=100, n_test=40, features=6, seed=0):
   return types.SimpleNamespace(x_train=x_train, y_train=label(x_train), x_test=x_test, y_test=label(x_test))
 
 
+def init_params(model, seed, sample):
+  return init_linen(model, sample)(engine.run_keys(seed)["init"])
+
+
 MODEL = MLP((32,), (0.5,), num_classes=3)
 TASK = linen_task(MODEL)
 
@@ -42,7 +46,7 @@ def test_short_last_batch_loss_is_the_mean_over_its_real_rows():
   data = toy_data(n_train=10)
   model = MLP((32,), (0.0,), num_classes=3)  # no dropout: masks depend on the batch's shape
   task = linen_task(model)
-  params = init_linen(model, 0, data.x_train)
+  params = init_params(model, 0, data.x_train)
   step = jax.jit(engine.make_train_step(task))
   state = engine.TrainState.create(apply_fn=task.apply, params=params, tx=jaxdrop.sgd(0.1))
   indices = jnp.array([3, 7, 0, 0], jnp.int32)
@@ -56,14 +60,14 @@ def test_short_last_batch_loss_is_the_mean_over_its_real_rows():
 
 def test_scan_and_loop_paths_give_bitwise_identical_parameters():
   data = toy_data()
-  params = init_linen(MODEL, 0, data.x_train)
+  params = init_params(MODEL, 0, data.x_train)
   kwargs = dict(epochs=3, batch_size=16, seed=3, quiet=True)
   scan = engine.fit(TASK, params, jaxdrop.sgd(0.1, momentum=0.9), data, path="scan", **kwargs)
   loop = engine.fit(TASK, params, jaxdrop.sgd(0.1, momentum=0.9), data, path="loop", **kwargs)
   assert_trees_equal(scan.state.params, loop.state.params)
   assert scan.history == loop.history
   assert scan.execution["path"] == "scan" and loop.execution["path"] == "loop"
-  np.testing.assert_array_equal(params["Dense_0"]["kernel"], init_linen(MODEL, 0, data.x_train)["Dense_0"]["kernel"])
+  np.testing.assert_array_equal(params["Dense_0"]["kernel"], init_params(MODEL, 0, data.x_train)["Dense_0"]["kernel"])
 
 
 def test_vmapped_seeds_equal_each_seed_run_alone():
@@ -72,7 +76,7 @@ def test_vmapped_seeds_equal_each_seed_run_alone():
   kwargs = dict(epochs=2, batch_size=16, quiet=True)
   together = engine.fit_seeds(TASK, init, jaxdrop.sgd(0.1, momentum=0.9), data, seeds=[4, 5, 6], **kwargs)
   for seed, result in zip([4, 5, 6], together):
-    alone = engine.fit(TASK, init_linen(MODEL, seed, data.x_train), jaxdrop.sgd(0.1, momentum=0.9), data,
+    alone = engine.fit(TASK, init_params(MODEL, seed, data.x_train), jaxdrop.sgd(0.1, momentum=0.9), data,
                        seed=seed, **kwargs)
     assert_trees_equal(result.state.params, alone.state.params)
     assert result.history == alone.history
@@ -82,7 +86,7 @@ def test_vmapped_seeds_equal_each_seed_run_alone():
 
 def test_same_seed_same_hash_different_seed_different_hash():
   data = toy_data()
-  params = init_linen(MODEL, 0, data.x_train)
+  params = init_params(MODEL, 0, data.x_train)
   run = lambda seed: engine.fit(TASK, params, jaxdrop.sgd(0.1), data, epochs=1, batch_size=16, seed=seed, quiet=True)
   assert param_sha256(run(0).state.params) == param_sha256(run(0).state.params)
   assert param_sha256(run(0).state.params) != param_sha256(run(1).state.params)
@@ -106,14 +110,14 @@ def test_step_key_is_folded_from_the_step_number():
 
 def test_divergence_stops_with_the_step_number():
   data = toy_data()
-  params = init_linen(MODEL, 0, data.x_train)
+  params = init_params(MODEL, 0, data.x_train)
   with pytest.raises(engine.TrainingDivergedError, match=r"at step \d+"):
     engine.fit(TASK, params, jaxdrop.sgd(1e30), data, epochs=3, batch_size=16, seed=0, quiet=True)
 
 
 def test_evaluate_is_deterministic_and_exact():
   data = toy_data()
-  params = init_linen(MODEL, 0, data.x_train)
+  params = init_params(MODEL, 0, data.x_train)
   first = engine.evaluate(TASK, params, data.x_test, data.y_test, batch_size=7)
   assert first == engine.evaluate(TASK, params, data.x_test, data.y_test, batch_size=40)
   logits = MODEL.apply({"params": params}, data.x_test, train=False)
@@ -124,13 +128,13 @@ def test_evaluate_is_deterministic_and_exact():
 def test_auto_path_avoids_scan_for_convolutions_on_cpu():
   x = np.zeros((2, 8, 8, 1), np.float32)
   cnn = CNN(padding="SAME")
-  assert engine.choose_path(linen_task(cnn), init_linen(cnn, 0, x), x)[0] == ("loop" if jax.default_backend() == "cpu" else "scan")
-  assert engine.choose_path(TASK, init_linen(MODEL, 0, toy_data().x_train), toy_data().x_train)[0] == "scan"
+  assert engine.choose_path(linen_task(cnn), init_params(cnn, 0, x), x)[0] == ("loop" if jax.default_backend() == "cpu" else "scan")
+  assert engine.choose_path(TASK, init_params(MODEL, 0, toy_data().x_train), toy_data().x_train)[0] == "scan"
 
 
 def test_eval_train_and_eval_every():
   data = toy_data()
-  params = init_linen(MODEL, 0, data.x_train)
+  params = init_params(MODEL, 0, data.x_train)
   result = engine.fit(TASK, params, jaxdrop.sgd(0.1), data, epochs=5, batch_size=16, seed=0, quiet=True,
                       eval_every=2, eval_train=True)
   assert result.history["epoch"] == [2, 4, 5]

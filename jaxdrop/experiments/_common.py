@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 
 from jaxdrop import engine
+from jaxdrop.checkpoints import Checkpoints
 from jaxdrop.data import DATASETS, Dataset
 from jaxdrop.errors import ConfigError
 from jaxdrop.records import environment, param_sha256, write_json
@@ -54,6 +56,19 @@ class Config:
       "auto", "epoch execution: one compiled scan per epoch, a Python loop of jitted steps, or auto"
       " (scan, except convolutional models on CPU)", choices=("auto", "scan", "loop"),
   )
+  seeds: int = option(
+      1, "train this many seeds (seed, seed+1, ...) together in one vmapped program and report the mean,"
+      " standard deviation and 95%% confidence interval of each final metric"
+  )
+  batch_invariant_masks: bool = option(
+      False, "derive each example's dropout masks from the run key, the epoch and the example's index in the"
+      " data set, so they do not depend on batch size, batch composition or device count"
+  )
+  devices: int = option(1, "data-parallel training: split each batch over this many local devices (0: all)")
+  checkpoint_every: int = option(
+      0, "save an orbax checkpoint every this many optimizer steps and at the end (0: none, unless --resume)"
+  )
+  resume: bool = option(False, "continue from the newest good checkpoint in --out (the same options are required)")
 
   def validate(self) -> None:
     """Raises :class:`ConfigError` naming the first invalid option and what is allowed."""
@@ -64,7 +79,10 @@ class Config:
       values = value if isinstance(value, tuple) else (value,)
       if choices is not None and any(v not in choices for v in values):
         raise ConfigError(f"{flag}: invalid choice {value!r}; choose from {', '.join(map(str, choices))}.")
-      if f.name in ("epochs", "batch_size") or f.name.endswith(("_epochs", "_batch_size")):
+      if f.name in ("devices", "checkpoint_every"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+          raise ConfigError(f"{flag} must be an integer >= 0, got {value!r}.")
+      if f.name in ("epochs", "batch_size", "seeds") or f.name.endswith(("_epochs", "_batch_size")):
         if value is None and f.name == "epochs":
           continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -80,6 +98,18 @@ class Config:
         for v in values:
           if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ConfigError(f"{flag} must be a finite number >= 0, got {value!r}.")
+    if self.devices != 1:
+      if self.seeds > 1:
+        raise ConfigError("--seeds > 1 trains the seeds vmapped on one device; use --devices 1 with it.")
+      available = len(jax.devices())
+      devices = self.devices or available
+      if devices > available:
+        raise ConfigError(f"--devices {devices} asks for more devices than the {available} JAX sees"
+                          f" ({jax.devices()[0].platform}); on CPU, set"
+                          f" XLA_FLAGS=--xla_force_host_platform_device_count={devices} before starting.")
+      if self.batch_size % devices:
+        raise ConfigError(f"--batch-size {self.batch_size} does not split evenly over {devices} devices;"
+                          f" use a multiple of {devices}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,33 +155,124 @@ def linen_task(model: nn.Module, *, loss=engine.cross_entropy, penalty=None, cla
   return engine.Task(apply, loss, penalty, classification)
 
 
-def init_linen(model: nn.Module, seed: int, sample: np.ndarray):
-  """The module's parameters from the run's ``init`` key (dropout off)."""
-  return model.init(engine.run_keys(seed)["init"], sample[:1], train=False)["params"]
+def init_linen(model: nn.Module, sample: np.ndarray) -> Callable[[jax.Array], Any]:
+  """``init_key -> params`` of a linen module with ``__call__(x, train)`` (dropout off)."""
+  return lambda key: model.init(key, sample[:1], train=False)["params"]
+
+
+# Options that change how a run executes or is saved, not its result; a run may
+# resume under other values of these.
+RUN_CONTROL = ("epochs", "path", "data_dir", "devices", "checkpoint_every", "resume")
+
+
+def _slug(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+
+
+def mesh_for(config: Config) -> jax.sharding.Mesh | None:
+  """The data-parallel mesh of ``--devices`` (``None`` for one device)."""
+  if config.devices == 1:
+    return None
+  devices = jax.devices()[: config.devices or None]
+  return jax.sharding.Mesh(np.array(devices), ("data",))
 
 
 def train_run(
     name: str,
     task: engine.Task,
-    params,
+    init: Callable[[jax.Array], Any],
     tx: optax.GradientTransformation,
     data: Dataset,
     config: Config,
+    record: "RunRecord",
     *,
     quiet: bool,
+    emit: Emit = log.info,
     epochs: int | None = None,
     batch_size: int | None = None,
     **fit_kwargs,
-) -> tuple[dict[str, Any], engine.FitResult]:
-  """Fits one model and returns its record entry (history, final metrics, parameter hash).
+) -> tuple[dict[str, Any], list[engine.FitResult]]:
+  """Fits one model for ``config.seeds`` seeds and returns its record entry and each seed's result.
 
-  ``epochs`` and ``batch_size`` default to the config's.
+  One seed is trained by :func:`~jaxdrop.engine.fit`, several by
+  :func:`~jaxdrop.engine.fit_seeds` (vmapped, each seed's result equal to
+  that seed run alone). Checkpoints go to ``record.out_dir/checkpoints/NAME``.
+
+  Args:
+    name: the run's name in the record (and its checkpoint folder).
+    task: the model and loss.
+    init: ``init_key -> params``.
+    tx: the optimizer.
+    data: the data set.
+    config: the experiment's options (seed, seeds, path, devices, ...).
+    record: the run record (for its output folder).
+    quiet: no progress bar.
+    emit: receives the resume message.
+    epochs: default ``config.epochs``.
+    batch_size: default ``config.batch_size``.
+    **fit_kwargs: more :func:`~jaxdrop.engine.fit` options.
+
+  Returns:
+    ``(entry, results)``; with several seeds the entry's ``history`` and
+    ``final`` are means over the seeds, ``summary`` has each final metric's
+    mean, standard deviation and 95 % confidence interval, and ``per_seed``
+    each seed's own entry.
   """
-  result = engine.fit(
-      task, params, tx, data, epochs=epochs or config.epochs or 1, batch_size=batch_size or config.batch_size,
-      seed=config.seed, path=config.path, quiet=quiet, description=name, **fit_kwargs,
+  batch_size = batch_size or config.batch_size
+  n_train = len(data.y_train)
+  if batch_size > n_train:
+    raise ConfigError(f"--batch-size {batch_size} is larger than the training set ({n_train} examples of"
+                      f" {data.name}); use at most {n_train}.")
+  seeds = list(range(config.seed, config.seed + config.seeds))
+  checkpoints = None
+  if config.checkpoint_every or config.resume:
+    fingerprint = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}
+    fingerprint.update(run=name, dataset_used=data.name, batch_size_used=batch_size)
+    checkpoints = Checkpoints(record.out_dir / "checkpoints" / _slug(name), every_steps=config.checkpoint_every,
+                              fingerprint=fingerprint)
+    if config.resume:
+      steps = checkpoints.steps()
+      emit(f"{name}: resuming from the checkpoint at step {steps[-1]}" if steps
+           else f"{name}: no checkpoint in {checkpoints.directory}; training from step 0")
+  options = dict(
+      epochs=epochs or config.epochs or 1, batch_size=batch_size, path=config.path, quiet=quiet, description=name,
+      batch_invariant=config.batch_invariant_masks, checkpoints=checkpoints, resume=config.resume, **fit_kwargs,
   )
-  return run_entry(name, result), result
+  if len(seeds) == 1:
+    results = [engine.fit(task, init(engine.run_keys(config.seed)["init"]), tx, data, seed=config.seed,
+                          mesh=mesh_for(config), **options)]
+  else:
+    results = engine.fit_seeds(task, init, tx, data, seeds=seeds, **options)
+  entries = [{**run_entry(name, r), "seed": s} for s, r in zip(seeds, results, strict=True)]
+  return (entries[0] if len(entries) == 1 else seeds_entry(name, seeds, entries)), results
+
+
+def seeds_entry(name: str, seeds: list[int], entries: list[dict[str, Any]]) -> dict[str, Any]:
+  """The record entry of several seeds of one run: mean curves, per-metric summaries, each seed's entry."""
+  history = {k: np.mean([e["history"][k] for e in entries], axis=0).tolist() for k in entries[0]["history"]}
+  summary = {k: seed_summary([e["final"][k] for e in entries]) for k in entries[0]["final"]}
+  return {
+      "name": name,
+      "seeds": seeds,
+      "history": history,
+      "final": {k: v["mean"] for k, v in summary.items()},
+      "summary": summary,
+      "param_sha256": [e["param_sha256"] for e in entries],
+      "steps": entries[0]["steps"],
+      "execution": entries[0]["execution"],
+      "per_seed": entries,
+  }
+
+
+def seed_summary(values: list[float]) -> dict[str, Any]:
+  """Mean, sample standard deviation and Student-t 95 % confidence interval of the mean."""
+  from scipy import stats
+
+  values = np.asarray(values, np.float64)
+  mean, n = float(values.mean()), len(values)
+  sd = float(values.std(ddof=1)) if n > 1 else 0.0
+  half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else 0.0
+  return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n}
 
 
 def run_entry(name: str, result: engine.FitResult) -> dict[str, Any]:
@@ -167,7 +288,11 @@ def run_entry(name: str, result: engine.FitResult) -> dict[str, Any]:
 
 
 def describe(entry: dict[str, Any]) -> str:
-  """One summary line: ``name: train loss ..., train acc ..., test acc ...``."""
+  """One summary line: ``name: train loss ..., train acc ..., test acc ...`` (means and 95 % CIs over seeds)."""
+  if "summary" in entry:
+    parts = [f"{k.replace('_', ' ')} {v['mean']:.4f} +- {v['sd']:.4f} (95% CI {v['ci95'][0]:.4f}..{v['ci95'][1]:.4f})"
+             for k, v in entry["summary"].items()]
+    return f"{entry['name']} ({len(entry['seeds'])} seeds): " + ", ".join(parts)
   parts = [f"{k.replace('_', ' ')} {v:.4f}" for k, v in entry["final"].items()]
   return f"{entry['name']}: " + ", ".join(parts)
 
@@ -177,6 +302,7 @@ class RunRecord:
 
   def __init__(self, experiment: Experiment, config: Config, out_dir: Path):
     self.out_dir = out_dir
+    self.had_record = (out_dir / "record.json").exists()
     self.started = time.perf_counter()
     self.data: dict[str, Any] = {
         "experiment": experiment.name,
@@ -209,10 +335,15 @@ class RunRecord:
     self.data["figures"].append(Path(path).name)
 
   def finish(self, status: str = "ok", **extra) -> dict[str, Any]:
+    """Writes ``record.json``; a failed run next to an earlier record writes ``record-failed-<time>.json``."""
     self.data.update(extra)
     self.data["status"] = status
     self.data["wall_time_s"] = round(time.perf_counter() - self.started, 3)
-    write_json(self.out_dir / "record.json", self.data)
+    path = self.out_dir / "record.json"
+    if status != "ok" and self.had_record:  # a resumed run that failed: keep the earlier record
+      stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+      path = self.out_dir / f"record-failed-{stamp}.json"
+    write_json(path, self.data)
     return self.data
 
 

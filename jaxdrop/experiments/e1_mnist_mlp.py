@@ -33,11 +33,11 @@ def run(config: E1Config, record, emit, quiet: bool) -> None:
   record.set_dataset(data, config.dataset)
   data = data._replace(x_train=normalize(data.x_train), x_test=normalize(data.x_test))
   model = MLP(hidden=(config.hidden,), rates=(config.dropout,), num_classes=data.num_classes)
-  params = init_linen(model, config.seed, data.x_train)
   tx = jaxdrop.sgd(config.lr, momentum=config.momentum)
   epochs = epochs_for(config, data, "mnist", 5, emit)
-  entry, result = train_run("mlp", linen_task(model), params, tx, data, config, quiet=quiet, epochs=epochs)
-  for epoch, losses in enumerate(result.step_losses, start=1):
+  entry, results = train_run("mlp", linen_task(model), init_linen(model, data.x_train), tx, data, config, record,
+                             quiet=quiet, emit=emit, epochs=epochs)
+  for epoch, losses in enumerate(results[0].step_losses, start=1):  # the first seed's
     for end in range(config.log_every, len(losses) + 1, config.log_every):  # torch's "if i % 100 == 99"
       emit(f"[{epoch}, {end:5d}] loss: {losses[end - config.log_every:end].mean():.3f}")
   emit("Finished Training")

@@ -56,8 +56,8 @@ def run(config: E2Config, record, emit, quiet: bool) -> None:
   epochs = epochs_for(config, data, "fashion_mnist", 10, emit)
   for version in config.versions:
     task, init = build(version, config, data)
-    params = init(engine.run_keys(config.seed)["init"])
-    entry, _ = train_run(version, task, params, jaxdrop.sgd(config.lr), data, config, quiet=quiet, epochs=epochs)
+    entry, _ = train_run(version, task, init, jaxdrop.sgd(config.lr), data, config, record, quiet=quiet, emit=emit,
+                         epochs=epochs)
     entry["checks"] = acceptance(entry["final"])
     verdict = "passes" if all(entry["checks"].values()) else "FAILS"
     emit(describe(entry) + f"; {verdict} the seed's check (train loss < 0.5, accuracies > 0.7)")

@@ -15,7 +15,7 @@ import optax
 import jaxdrop
 from jaxdrop import engine
 from jaxdrop.data import linear_regression_data
-from jaxdrop.experiments._common import Config, Experiment, norm, option, run_entry
+from jaxdrop.experiments._common import Config, Experiment, norm, option, run_entry, train_run
 from jaxdrop.plotting import plot_curves
 
 VERSIONS = ("scratch", "concise")
@@ -76,9 +76,8 @@ def run(config: E3Config, record, emit, quiet: bool) -> None:
     for lam in config.lambdas:
       task, init, tx = build(version, lam, config, data.x_train)
       name = f"{version}, lambda={lam:g}"
-      results = engine.fit_seeds(task, init, tx, data, seeds=seeds, epochs=config.epochs,
-                                 batch_size=config.batch_size, path=config.path, quiet=quiet, description=name,
-                                 eval_every=5, eval_train=True)
+      _, results = train_run(name, task, init, tx, data, config, record, quiet=quiet, emit=emit, eval_every=5,
+                             eval_train=True)
       norms = []
       for seed, result in zip(seeds, results, strict=True):
         entry = run_entry(name, result)
@@ -110,7 +109,7 @@ def synthetic_data(config: E3Config):
   key = engine.run_keys(config.seed)["data"]
   x_train, y_train = linear_regression_data(jax.random.fold_in(key, 0), config.n_train, config.num_inputs)
   x_test, y_test = linear_regression_data(jax.random.fold_in(key, 1), config.n_test, config.num_inputs)
-  return types.SimpleNamespace(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+  return types.SimpleNamespace(name="synthetic", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def must_be_true(runs) -> dict[str, bool]:

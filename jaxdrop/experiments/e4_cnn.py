@@ -38,10 +38,10 @@ def run(config: E4Config, record, emit, quiet: bool) -> None:
   if data.note:
     emit(f"data: {data.note}")
   model = CNN(rate=config.dropout, num_classes=data.num_classes, padding=padding)
-  params = init_linen(model, config.seed, data.x_train)
   tx = jaxdrop.sgd(config.lr, momentum=config.momentum)
   epochs = epochs_for(config, data, "cifar10", 10, emit)
-  entry, _ = train_run("cnn", linen_task(model), params, tx, data, config, quiet=quiet, epochs=epochs)
+  entry, _ = train_run("cnn", linen_task(model), init_linen(model, data.x_train), tx, data, config, record,
+                       quiet=quiet, emit=emit, epochs=epochs)
   entry["padding"] = padding
   emit(describe(entry))
   record.add_run(entry)

@@ -34,8 +34,8 @@ def run(config: E5Config, record, emit, quiet: bool) -> None:
   emit(f"data: {data.note}")
   model = StackedLSTM(between=config.between, dropout=config.dropout, recurrent_dropout=config.recurrent_dropout,
                       num_classes=data.num_classes)
-  params = init_linen(model, config.seed, data.x_train)
-  entry, _ = train_run("stacked lstm", linen_task(model), params, jaxdrop.adam(config.lr), data, config, quiet=quiet)
+  entry, _ = train_run("stacked lstm", linen_task(model), init_linen(model, data.x_train), jaxdrop.adam(config.lr), data,
+                       config, record, quiet=quiet, emit=emit)
   emit(describe(entry))
   record.add_run(entry)
   record.add_figure(plot_curves(

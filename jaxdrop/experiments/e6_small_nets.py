@@ -39,18 +39,17 @@ def run(config: E6Config, record, emit, quiet: bool) -> None:
     data = load_dataset("breast_cancer")
     notes.append(f"mlp: {data.note}")
     model = MLP(hidden=(5,), rates=(config.dropout,), num_classes=2, dropout_first=True)
-    params = init_linen(model, config.seed, data.x_train)
-    entry, _ = train_run("mlp 10-5-2", linen_task(model), params, jaxdrop.sgd(config.lr, momentum=0.9), data,
-                         config, quiet=quiet)
+    entry, _ = train_run("mlp 10-5-2", linen_task(model), init_linen(model, data.x_train),
+                         jaxdrop.sgd(config.lr, momentum=0.9), data, config, record, quiet=quiet, emit=emit)
     emit(describe(entry))
     record.add_run(entry)
   if "convnet" in config.versions:
     data = resolve_dataset(config.dataset, "cifar10", config.data_dir)
     notes.append(f"convnet: {data.note}")
     model = MatConvNet(rate=config.dropout, num_classes=data.num_classes)
-    params = init_linen(model, config.seed, data.x_train)
     tx = jaxdrop.adam(config.convnet_lr)
-    entry, _ = train_run("matconvnet", linen_task(model), params, tx, data, config, quiet=quiet,
+    entry, _ = train_run("matconvnet", linen_task(model), init_linen(model, data.x_train), tx, data, config, record,
+                         quiet=quiet, emit=emit,
                          epochs=config.convnet_epochs, batch_size=config.convnet_batch_size)
     emit(describe(entry))
     record.add_run(entry)

@@ -47,13 +47,12 @@ def run(config: E7Config, record, emit, quiet: bool) -> None:
   if data.note:
     emit(f"data: {data.note}")
   model = MLP((256, 256), (config.dropout1, config.dropout2), data.num_classes, kernel_init=nn.initializers.normal(0.01))
-  params = init_linen(model, config.seed, data.x_train)
   epochs = epochs_for(config, data, "fashion_mnist", 10, emit)
   for version in config.versions:
     task = linen_task(model, penalty=penalty_for(version, config))
-    entry, result = train_run(version, task, params, jaxdrop.sgd(config.lr), data, config, quiet=quiet,
-                              epochs=epochs)
-    weights = [np.asarray(w) for w in jax.tree.leaves(result.state.params)]
+    entry, results = train_run(version, task, init_linen(model, data.x_train), jaxdrop.sgd(config.lr), data, config,
+                               record, quiet=quiet, emit=emit, epochs=epochs)
+    weights = [np.asarray(w) for w in jax.tree.leaves(results[0].state.params)]  # the first seed's
     entry["l1_norm"] = float(sum(np.abs(w).sum() for w in weights))
     entry["l2_norm_sum"] = float(sum(np.linalg.norm(w.ravel()) for w in weights))
     entry["near_zero_fraction"] = float(sum((np.abs(w) < 1e-3).sum() for w in weights) / sum(w.size for w in weights))

@@ -1,0 +1,172 @@
+"""Crash-safe training checkpoints with orbax.
+
+Each checkpoint is an orbax step folder holding the train state (parameters,
+optimizer state, step) and a JSON ``progress`` item: where in the run it was
+taken (epoch, step within the epoch), the history so far, the SHA-256 of the
+parameters and the fingerprint of the run's configuration. Orbax writes a step
+into a temporary folder and renames it when complete, so a run killed while
+saving leaves the previous checkpoints intact and the half-written one is
+never listed.
+
+On restore the parameter hash is checked; a checkpoint that cannot be read or
+does not match its hash is moved aside (``<dir>.corrupt/<step>``, never
+deleted) with a warning and the previous one is tried. A checkpoint written
+under a different configuration is refused.
+
+Example::
+
+  ckpt = Checkpoints("runs/e2/checkpoints/concise", every_steps=100, fingerprint={"lr": 0.5})
+  restored = ckpt.restore_latest(state)  # None: nothing saved yet
+  ckpt.save(state, {"epoch": 1, "epoch_step": 100})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxdrop.errors import JaxdropError
+from jaxdrop.records import param_sha256
+
+__all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoints"]
+
+log = logging.getLogger("jaxdrop")
+
+
+class CheckpointError(JaxdropError, RuntimeError):
+  """No usable checkpoint where one was expected."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The checkpoint was written by a run with a different configuration."""
+
+
+def _json_ready(tree: Any) -> Any:
+  """``tree`` with NumPy and JAX scalars/arrays turned into Python numbers and lists."""
+  return jax.tree.map(lambda v: v.tolist() if hasattr(v, "tolist") else v, tree)
+
+
+class Checkpoints:
+  """The checkpoints of one training run in ``directory``.
+
+  Args:
+    directory: the run's checkpoint folder (created on the first save).
+    every_steps: save every this many optimizer steps (0: only when asked,
+      e.g. at the end).
+    fingerprint: the configuration that determines the run's result; a
+      checkpoint written with another fingerprint is refused on restore.
+    keep: how many of the newest checkpoints to keep.
+  """
+
+  def __init__(self, directory: str | Path, *, every_steps: int = 0, fingerprint: dict[str, Any] | None = None,
+               keep: int = 3):
+    if every_steps < 0:
+      raise ValueError(f"every_steps must be >= 0, got {every_steps}.")
+    self.directory = Path(directory).absolute()
+    self.every_steps = every_steps
+    self.fingerprint = json.loads(json.dumps(_json_ready(fingerprint or {})))  # tuples become lists, as saved
+    self.keep = keep
+    self._manager = None
+
+  def _open(self):
+    import orbax.checkpoint as ocp
+
+    if self._manager is None:
+      options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=False, create=True)
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
+    return self._manager
+
+  def _close(self):
+    if self._manager is not None:
+      self._manager.close()
+      self._manager = None
+
+  def due(self, step: int) -> bool:
+    """Whether a periodic checkpoint falls on global step ``step``."""
+    return self.every_steps > 0 and step > 0 and step % self.every_steps == 0
+
+  def steps(self) -> list[int]:
+    """The steps of the complete checkpoints, oldest first."""
+    if not self.directory.exists():
+      return []
+    return sorted(self._open().all_steps())
+
+  def save(self, state, progress: dict[str, Any]) -> None:
+    """Writes ``state`` and ``progress`` as the checkpoint of ``state.step`` (atomically)."""
+    import orbax.checkpoint as ocp
+
+    step = int(jax.device_get(jax.numpy.max(state.step)))
+    if step in self.steps():
+      return
+    meta = {"progress": _json_ready(progress), "params_sha256": param_sha256(state.params),
+            "fingerprint": self.fingerprint}
+    manager = self._open()
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    manager.wait_until_finished()
+
+  def restore_latest(self, target) -> tuple[Any, dict[str, Any]] | None:
+    """The newest good checkpoint as ``(state, progress)``, or ``None`` if there is none.
+
+    Args:
+      target: a state of the run's structure, shapes and dtypes.
+
+    Raises:
+      CheckpointMismatchError: the newest readable checkpoint comes from a
+        different configuration.
+      CheckpointError: checkpoints exist but none of them can be read.
+    """
+    import orbax.checkpoint as ocp
+
+    tried = []
+    while steps := self.steps():
+      step = steps[-1]
+      try:
+        restored = self._open().restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+        )
+        meta, state = restored.meta, restored.state
+        if meta.get("params_sha256") != param_sha256(state.params):
+          raise ValueError("the parameters do not match the hash saved with them")
+      except Exception as e:  # orbax/tensorstore raise many types for unreadable data
+        tried.append(step)
+        self._quarantine(step, e)
+        continue
+      self._check_fingerprint(meta.get("fingerprint", {}), step)
+      return state, meta["progress"]
+    if tried:
+      raise CheckpointError(
+          f"no readable checkpoint left in {self.directory}: step(s) {tried} were corrupt and moved to"
+          f" {self._corrupt_dir()}; start a fresh run (without --resume) in another --out folder."
+      )
+    return None
+
+  def _corrupt_dir(self) -> Path:
+    return self.directory.with_name(self.directory.name + ".corrupt")
+
+  def _quarantine(self, step: int, error: Exception) -> None:
+    """Moves an unreadable checkpoint out of orbax's sight, keeping its files."""
+    self._close()
+    dest = self._corrupt_dir() / str(step)
+    n = 1
+    while dest.exists():
+      dest, n = self._corrupt_dir() / f"{step}-{n}", n + 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(self.directory / str(step)), str(dest))
+    log.warning("checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s and trying the previous one",
+                step, self.directory, type(error).__name__, str(error).splitlines()[0][:200], dest)
+
+  def _check_fingerprint(self, saved: dict[str, Any], step: int) -> None:
+    if saved == self.fingerprint:
+      return
+    keys = sorted(set(saved) | set(self.fingerprint))
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {self.fingerprint.get(k)!r}" for k in keys
+             if saved.get(k) != self.fingerprint.get(k)]
+    raise CheckpointMismatchError(
+        f"the checkpoint at step {step} in {self.directory} was written by a run with a different configuration"
+        f" ({'; '.join(diffs)}); resume with the same options, or start a fresh run in another --out folder."
+    )

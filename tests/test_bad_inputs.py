@@ -1,0 +1,189 @@
+"""Every bad input of the README's table, tried: each gets a clear error and loses no data.
+
+Each row is (fault, what is tried, the error, a fragment of its message). The
+README's "Bad input" table lists the same rows.
+"""
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxdrop
+from jaxdrop import cli, data, engine
+from jaxdrop.checkpoints import Checkpoints
+from jaxdrop.errors import DatasetCorruptError, DatasetUnavailableError
+from jaxdrop.experiments import run_experiment
+from tests.test_engine import MODEL, TASK, init_params, toy_data
+
+X = jnp.ones((4, 8))
+
+
+def reused_key():
+  key = jax.random.key(0)
+  jaxdrop.dropout(key, X, 0.5)
+  jaxdrop.dropout(key, X, 0.5)
+
+
+LIBRARY = [
+    ("rate above 1", lambda: jaxdrop.dropout(jax.random.key(0), X, 1.5), ValueError, "rate must be in \\[0, 1\\]"),
+    ("rate NaN", lambda: jaxdrop.dropout(jax.random.key(0), X, float("nan")), ValueError, "rate"),
+    ("integer input", lambda: jaxdrop.dropout(jax.random.key(0), jnp.ones(3, jnp.int32), 0.5), TypeError,
+     "floating"),
+    ("missing key", lambda: jaxdrop.dropout(None, X, 0.5), ValueError, "jax.random.key"),
+    ("key reused (jax_debug_key_reuse)", reused_key, jax.errors.KeyReuseError, "consumed"),
+    ("broadcast_dims out of range", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, broadcast_dims=(5,)),
+     ValueError, "broadcast_dims"),
+    ("unknown mask_bits", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, mask_bits=12), ValueError, "mask_bits"),
+]
+
+
+@pytest.mark.parametrize(("fault", "action", "error", "message"), LIBRARY, ids=[row[0] for row in LIBRARY])
+def test_library_inputs(fault, action, error, message):
+  with pytest.raises(error, match=message):
+    action()
+
+
+CLI_USAGE = [  # argparse errors: exit 2, one line, the valid choices
+    ("unknown experiment", ["run", "e9"], "invalid choice: 'e9' (choose from 'e1'"),
+    ("unknown option", ["run", "e2", "--dropout3", "0.1"], "unrecognized arguments: --dropout3"),
+    ("unknown data set", ["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    ("non-numeric epochs", ["run", "e2", "--epochs", "two"], "invalid int value: 'two'"),
+]
+
+
+@pytest.mark.parametrize(("fault", "argv", "message"), CLI_USAGE, ids=[row[0] for row in CLI_USAGE])
+def test_cli_usage_errors(fault, argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  err = capsys.readouterr().err
+  assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+CLI_VALUES = [  # checked before anything is created: exit 2, one line
+    ("negative epochs", ["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+    ("zero batch size", ["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    ("batch larger than the data set", ["--batch-size", "5000"], "--batch-size 5000 is larger than the training set"),
+    ("rate out of range", ["--dropout1", "1.5"], "--dropout1 must be a drop probability in [0, 1], got 1.5"),
+    ("zero seeds", ["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    ("more devices than exist", ["--devices", "64"], "XLA_FLAGS=--xla_force_host_platform_device_count=64"),
+    ("--resume without --out", ["--resume"], "--resume needs --out DIR"),
+]
+
+
+@pytest.mark.parametrize(("fault", "argv", "message"), CLI_VALUES, ids=[r[0] for r in CLI_VALUES])
+def test_cli_value_errors(fault, argv, message, capsys, tmp_path):
+  out = [] if "--resume" in argv else ["--out", str(tmp_path / "out")]
+  assert cli.main(["run", "e2", "--dataset", "digits", "--quiet", *argv, *out]) == 2
+  err = capsys.readouterr().err
+  assert message in err and len(err.strip().splitlines()) == 1
+  if "batch larger" not in fault:  # rejected before the folder is made
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_folder_is_never_overwritten_without_flag(tmp_path, capsys):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "record.json").write_text("precious")
+  assert cli.main(["run", "e3", "--quiet", "--out", str(out)]) == 1
+  assert "already holds a run" in capsys.readouterr().err
+  assert (out / "record.json").read_text() == "precious"
+  assert cli.main(["run", "e3", "--quiet", "--out", str(out), "--resume", "--overwrite"]) == 2
+  assert "pass only one of them" in capsys.readouterr().err
+  assert (out / "record.json").read_text() == "precious"
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, capsys):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("not a folder")
+  assert cli.main(["run", "e3", "--quiet", "--out", str(blocker / "run")]) == 1
+  assert "cannot write to output folder" in capsys.readouterr().err
+  assert blocker.read_text() == "not a folder"
+
+
+def test_missing_data_dir_offline_fails_fast(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  start = time.perf_counter()
+  with pytest.raises(DatasetUnavailableError, match=f"data_dir={tmp_path / 'missing'}.*--dataset digits"):
+    data.load_dataset("mnist", str(tmp_path / "missing"))
+  assert time.perf_counter() - start < 10
+  assert not (tmp_path / "missing").exists()
+
+
+def test_data_dir_that_is_a_file(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  bad = tmp_path / "file"
+  bad.write_text("x")
+  with pytest.raises(DatasetUnavailableError, match="is not prepared in data_dir"):
+    data.load_dataset("mnist", str(bad))
+  assert bad.read_text() == "x"
+
+
+def test_offline_download_is_refused_within_seconds(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  with pytest.raises(DatasetUnavailableError, match="network is unreachable"):
+    data.load_dataset("fashion_mnist", str(tmp_path), download=True)
+
+
+def fake_prepared_mnist(data_dir, content: bytes):
+  """A tfds mnist folder whose metadata is valid but whose array_record shards hold ``content``."""
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder("mnist", data_dir=str(data_dir), file_format="array_record")
+  os.makedirs(builder.data_dir, exist_ok=True)
+  template = lambda split: tfds.core.naming.ShardedFileTemplate(
+      data_dir=builder.data_dir, dataset_name="mnist", filetype_suffix="array_record", split=split)
+  splits = [tfds.core.SplitInfo(name=s, shard_lengths=[4], num_bytes=len(content), filename_template=template(s))
+            for s in ("train", "test")]
+  builder.info.set_splits(tfds.core.SplitDict(splits))
+  builder.info.write_to_directory(builder.data_dir)
+  for split in ("train", "test"):
+    with open(os.path.join(builder.data_dir, f"mnist-{split}.array_record-00000-of-00001"), "wb") as f:
+      f.write(content)
+  return builder.data_dir
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG wrong magic" * 8, b""], ids=["wrong magic", "truncated"])
+def test_corrupt_data_files_are_reported_and_kept(tmp_path, content):
+  folder = fake_prepared_mnist(tmp_path, content)
+  before = sorted(os.listdir(folder))
+  with pytest.raises(DatasetCorruptError, match="cannot be read .* truncated or not tfds array_record files"):
+    data.load_dataset("mnist", str(tmp_path), download=False)
+  assert sorted(os.listdir(folder)) == before  # nothing deleted or rewritten
+
+
+def test_auto_does_not_hide_a_corrupt_data_set(tmp_path):
+  fake_prepared_mnist(tmp_path, b"garbage" * 20)
+  with pytest.raises(DatasetCorruptError):
+    data.resolve_dataset("auto", "mnist", str(tmp_path))
+
+
+def test_checkpoint_from_a_different_config_is_refused(tmp_path, capsys):
+  base = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--epochs", "1", "--quiet",
+          "--checkpoint-every", "3", "--out", str(tmp_path / "run")]
+  assert cli.main(base) == 0
+  record = (tmp_path / "run" / "record.json").read_text()
+  assert cli.main([*base, "--resume", "--lr", "0.1"]) == 1
+  assert "different configuration (lr: checkpoint 0.5, now 0.1)" in capsys.readouterr().err
+  assert (tmp_path / "run" / "record.json").read_text() == record  # the finished run's record is kept
+  failed = list((tmp_path / "run").glob("record-failed-*.json"))
+  assert len(failed) == 1 and "CheckpointMismatchError" in failed[0].read_text()
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoints(tmp_path):
+  toy = toy_data()
+  toy.x_train = toy.x_train.at[40].set(jnp.inf)
+  ckpt = Checkpoints(tmp_path / "c", every_steps=1)
+  with pytest.raises(engine.TrainingDivergedError, match="at step 3; lower the learning rate"):
+    engine.fit(TASK, init_params(MODEL, 0, toy.x_train), jaxdrop.sgd(0.1), toy, epochs=1, batch_size=16, seed=0,
+               quiet=True, shuffle=False, checkpoints=ckpt)
+  assert ckpt.steps() == [1, 2]
+
+
+def test_nan_loss_in_an_experiment_writes_a_failed_record(tmp_path):
+  with pytest.raises(engine.TrainingDivergedError):
+    run_experiment("e3", tmp_path, lr=1e30, seeds=1, versions=("scratch",), lambdas=(0.0,))
+  assert '"status": "failed"' in (tmp_path / "record.json").read_text()
+
