@@ -14,6 +14,10 @@ the median kept. Sections:
    ``flax.linen.Dropout`` in a plain jitted loop, and PyTorch eager.
 3. ``seeds``: K = 1, 4, 16 seeds trained together (vmapped) for E3 and for
    E2's MLP on the digits: wall time per seed.
+5. ``conv``: train steps of E4's CNN and E6's MatConvNet on CIFAR-10's
+   shape: the jaxdrop engine (automatic path and XLA options; E4 also forced
+   into a scan) against the plain-flax models in a jitted step loop and
+   PyTorch eager.
 4. ``memory``: compiled temporary memory of E2's and E4's train steps with
    jaxdrop dropout (key-only residual), with the same masks under plain
    autodiff (which saves them when it must), with
@@ -48,7 +52,7 @@ from jaxdrop.records import environment, write_json
 
 __all__ = ["SECTIONS", "run_bench"]
 
-SECTIONS = ("dropout", "epoch", "seeds", "memory")
+SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv")
 
 
 def _torch():
@@ -380,6 +384,146 @@ def bench_memory() -> list[dict[str, Any]]:
   return rows
 
 
+# --- 5. convolutional steps and epochs (E4, E6) --------------------------------------------------
+
+
+class _FlaxReferenceCNN(nn.Module):
+  """E4's CNN written the plain flax way: ``nn.Conv``, ``nn.max_pool``, ``flax.linen.Dropout``."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for features in (32, 64, 128):
+      x = nn.max_pool(nn.relu(nn.Conv(features, (3, 3), padding="VALID")(x)), (2, 2), strides=(2, 2))
+    x = nn.Dropout(0.25)(x.reshape((x.shape[0], -1)), deterministic=not train)
+    x = nn.Dropout(0.25)(nn.relu(nn.Dense(512)(x)), deterministic=not train)
+    return nn.Dense(10)(x)
+
+
+class _FlaxReferenceMatConvNet(nn.Module):
+  """E6's MatConvNet written the plain flax way (same layers as ``experiments.models.MatConvNet``)."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    def conv(x, features, size):
+      size = size if x.shape[1] * x.shape[2] > 1 else 1
+      return nn.relu(nn.Conv(features, (size, size), padding="SAME")(x))
+
+    pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    drop = lambda x: nn.Dropout(0.5)(x, deterministic=not train)
+    x = pool(conv(pool(conv(x, 64, 5)), 64, 5))
+    x = drop(pool(conv(conv(conv(x, 128, 5), 128, 5), 128, 5)))
+    x = drop(pool(conv(conv(conv(x, 256, 4), 256, 4), 256, 4)))
+    x = drop(pool(conv(conv(x, 512, 4), 512, 4)))
+    x = nn.Conv(10, (1, 1))(conv(x, 512, 4))
+    return jnp.mean(x, axis=(1, 2))
+
+
+def _torch_cnn(torch):
+  t = torch.nn
+  return t.Sequential(
+      t.Conv2d(3, 32, 3), t.ReLU(), t.MaxPool2d(2), t.Conv2d(32, 64, 3), t.ReLU(), t.MaxPool2d(2),
+      t.Conv2d(64, 128, 3), t.ReLU(), t.MaxPool2d(2), t.Flatten(), t.Dropout(0.25), t.Linear(512, 512), t.ReLU(),
+      t.Dropout(0.25), t.Linear(512, 10),
+  )
+
+
+def _torch_matconvnet(torch):
+  t = torch.nn
+
+  def conv(cin, cout, size):
+    return [t.Conv2d(cin, cout, size, padding="same"), t.ReLU()]
+
+  class SpatialMean(t.Module):
+    def forward(self, x):
+      return x.mean(dim=(2, 3))
+
+  pool = lambda: t.MaxPool2d(3, 2, padding=1)
+  return t.Sequential(
+      *conv(3, 64, 5), pool(), *conv(64, 64, 5), pool(), *conv(64, 128, 5), *conv(128, 128, 5), *conv(128, 128, 5),
+      pool(), t.Dropout(0.5), *conv(128, 256, 4), *conv(256, 256, 4), *conv(256, 256, 4), pool(), t.Dropout(0.5),
+      *conv(256, 512, 4), *conv(512, 512, 4), pool(), t.Dropout(0.5), *conv(512, 512, 1), t.Conv2d(512, 10, 1),
+      SpatialMean(),
+  )
+
+
+def bench_conv(reps: int = 3, steps: int = 10, batch: int = 64) -> list[dict[str, Any]]:
+  """Milliseconds per train step of E4's CNN (SGD with momentum) and E6's MatConvNet (Adam), over
+  ``steps`` batches of CIFAR-10's shape: the jaxdrop engine (its automatic path and compiler options,
+  and forced into a scan), the plain-flax model in a jitted step loop, and PyTorch eager."""
+  from jaxdrop.experiments.models import CNN, MatConvNet
+
+  torch = _torch()
+  rng = np.random.default_rng(0)
+  n = steps * batch
+  x_np = rng.random((n, 32, 32, 3), dtype=np.float32)
+  y_np = rng.integers(0, 10, n).astype(np.int32)
+  x, y = jnp.asarray(x_np), jnp.asarray(y_np)
+  rows = []
+  cases = (("E4 CNN", CNN(), _FlaxReferenceCNN(), lambda: optax.sgd(0.01, momentum=0.9), _torch_cnn,
+            lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9)),
+           ("E6 MatConvNet", MatConvNet(), _FlaxReferenceMatConvNet(), lambda: optax.adam(1e-3), _torch_matconvnet,
+            lambda params: torch.optim.Adam(params, lr=1e-3)))
+  for name, model, reference, make_tx, make_torch, make_torch_opt in cases:
+    fns = {}
+    task = linen_task(model)
+    params = model.init(jax.random.key(0), x[:1], train=False)["params"]
+    keys = engine.run_keys(0)
+    paths = ["auto", "scan"] if name.startswith("E4") else ["auto"]
+    for path in paths:
+      chosen = engine.choose_path(task, params, x)[0] if path == "auto" else path
+      epoch_fn = engine.make_train_epoch(task, batch, chosen,
+                                         compiler_options=engine.choose_compiler_options(task, params, x) or None)
+      state = {"s": engine.TrainState.create(apply_fn=task.apply, params=jax.tree.map(jnp.copy, params),
+                                             tx=make_tx())}
+
+      def run(epoch_fn=epoch_fn, state=state):
+        state["s"], metrics = epoch_fn(state["s"], x, y, jax.random.clone(keys["shuffle"]), keys["dropout"])
+        jax.block_until_ready(metrics)
+
+      label = f"jaxdrop engine ({chosen}{', chosen' if path == 'auto' else ''})"
+      fns[label] = run
+
+    tx = make_tx()
+    ref_params = reference.init(jax.random.key(0), x[:1], train=False)["params"]
+    ref_state = {"p": ref_params, "o": tx.init(ref_params)}
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def ref_step(p, o, xb, yb, key, reference=reference, tx=tx):
+      def loss(p):
+        logits = reference.apply({"params": p}, xb, train=True, rngs={"dropout": key})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+      updates, o = tx.update(jax.grad(loss)(p), o, p)
+      return optax.apply_updates(p, updates), o
+
+    def flax_loop(ref_state=ref_state, ref_step=ref_step):
+      for i in range(steps):
+        sl = slice(i * batch, (i + 1) * batch)
+        ref_state["p"], ref_state["o"] = ref_step(ref_state["p"], ref_state["o"], x[sl], y[sl], jax.random.key(i))
+      jax.block_until_ready(ref_state["p"])
+
+    fns["plain flax, jitted step loop"] = flax_loop
+    if torch is not None:
+      net = make_torch(torch)
+      opt = make_torch_opt(net.parameters())
+      tx_t = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy())
+      ty_t = torch.from_numpy(y_np.astype(np.int64))
+
+      def torch_loop(net=net, opt=opt, tx_t=tx_t, ty_t=ty_t):
+        net.train()
+        for i in range(steps):
+          sl = slice(i * batch, (i + 1) * batch)
+          opt.zero_grad()
+          torch.nn.functional.cross_entropy(net(tx_t[sl]), ty_t[sl]).backward()
+          opt.step()
+
+      fns["PyTorch eager (torch)"] = torch_loop
+    with jax.debug_key_reuse(False):
+      medians = interleaved_medians(fns, reps, warmup=1)
+    rows += [{"model": name, "variant": v, "ms_per_step": s * 1e3 / steps} for v, s in medians.items()]
+  return rows
+
+
 # --- the report -------------------------------------------------------------------------------
 
 
@@ -427,6 +571,14 @@ def render(results: dict[str, Any]) -> str:
       out.append(f"| {r['case']} | {r['k']} | {r['total_s']:.2f} | {r['per_seed_s']:.3f} |"
                  f" {r['total_s'] / ones[r['case']]:.2f} |")
     out.append("")
+  if "conv" in results:
+    out += ["**Convolutional train steps** (CIFAR-10's shape, batch 64; ms per step over an epoch of a few"
+            " batches)", "", "| model | variant | ms per step | × PyTorch eager's time |", "|---|---|---|---|"]
+    torch_ms = {r["model"]: r["ms_per_step"] for r in results["conv"] if r["variant"].startswith("PyTorch eager")}
+    for r in results["conv"]:
+      ratio = f"{r['ms_per_step'] / torch_ms[r['model']]:.2f}" if r["model"] in torch_ms else "–"
+      out.append(f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.1f} | {ratio} |")
+    out.append("")
   if "memory" in results:
     out += ["**Compiled temporary memory of a train step** (`memory_analysis().temp_size_in_bytes`)", "",
             "| model | variant | temp MiB | extra MiB | vs no dropout |", "|---|---|---|---|---|"]
@@ -450,7 +602,7 @@ def run_bench(out_dir: str | Path, sections=SECTIONS, reps: int = 20, emit: Call
       "environment": environment(), "cpu_count": os.cpu_count(), "torch": torch.__version__ if torch else None,
   }
   runners = {"dropout": lambda: bench_dropout(reps=reps), "epoch": bench_epoch, "seeds": bench_seeds,
-             "memory": bench_memory}
+             "memory": bench_memory, "conv": bench_conv}
   for section in sections:
     emit(f"== {section}")
     results[section] = runners[section]()

@@ -56,6 +56,8 @@ def fake_results():
       "epoch": [{"variant": "jaxdrop engine", "s_per_epoch": 0.6}, {"variant": "PyTorch eager (torch)", "s_per_epoch": 1.2}],
       "seeds": [{"case": "E3", "k": 1, "total_s": 2.0, "per_seed_s": 2.0},
                 {"case": "E3", "k": 4, "total_s": 3.0, "per_seed_s": 0.75}],
+      "conv": [{"model": "E4 CNN", "variant": "jaxdrop engine (loop, chosen)", "ms_per_step": 27.0},
+               {"model": "E4 CNN", "variant": "PyTorch eager (torch)", "ms_per_step": 30.0}],
       "memory": [{"model": "E2", "variant": "no dropout", "temp_bytes": 2 << 20},
                  {"model": "E2", "variant": "flax.linen.Dropout", "temp_bytes": 4 << 20}],
   }
@@ -67,6 +69,7 @@ def test_render_states_the_ratios_the_targets_are_written_in():
   assert "| jaxdrop engine | 0.600 | 0.50 |" in md
   assert "| E3 | 4 | 3.00 | 0.750 | 1.50 |" in md
   assert "| E2 | flax.linen.Dropout | 4.00 | +2.00 | +100.0% |" in md
+  assert "| E4 CNN | jaxdrop engine (loop, chosen) | 27.0 | 0.90 |" in md
 
 
 def test_cli_bench_writes_json_and_markdown(tmp_path, capsys, monkeypatch):

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 
 import jaxdrop
 from jaxdrop import linen as jdl
+from jaxdrop.conv import conv_general_dilated
+from jaxdrop.pooling import max_pool
 
 __all__ = ["CNN", "MLP", "MatConvNet", "StackedLSTM", "init_scratch_mlp", "scratch_mlp", "torch_linear_init"]
 
@@ -93,7 +95,7 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for features in (32, 64, 128):
       x = nn.Conv(features, (3, 3), padding=self.padding, kernel_init=torch_linear_init)(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+      x = nn.relu(max_pool(x, (2, 2), strides=(2, 2)))  # = pool(relu(x)), with 4x fewer ReLUs
     x = x.reshape((x.shape[0], -1))
     x = jdl.Dropout(self.rate)(x, deterministic=not train)
     x = nn.relu(nn.Dense(512, kernel_init=torch_linear_init)(x))
@@ -145,23 +147,25 @@ class MatConvNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    def conv(x, features, size):
+    def conv(x, features, size, relu=True):
       size = size if x.shape[1] * x.shape[2] > 1 else 1
-      return nn.relu(nn.Conv(features, (size, size), padding="SAME", kernel_init=he_init)(x))
+      # jaxdrop.conv: kernels larger than the map (4x4 on 2x2) as one matmul, 7-36x faster on XLA:CPU.
+      x = nn.Conv(features, (size, size), padding="SAME", kernel_init=he_init, conv_general_dilated=conv_general_dilated)(x)
+      return nn.relu(x) if relu else x
 
-    def pool(x):
-      return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    def pool(x):  # pool(relu(x)) = relu(pool(x)): the ReLU after the pool (fewer elements)
+      return nn.relu(max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))))
 
     def drop(x):
       return jdl.Dropout(self.rate)(x, deterministic=not train)
 
-    x = pool(conv(x, 64, 5))
-    x = pool(conv(x, 64, 5))
-    x = pool(conv(conv(conv(x, 128, 5), 128, 5), 128, 5))
+    x = pool(conv(x, 64, 5, relu=False))
+    x = pool(conv(x, 64, 5, relu=False))
+    x = pool(conv(conv(conv(x, 128, 5), 128, 5), 128, 5, relu=False))
     x = drop(x)
-    x = pool(conv(conv(conv(x, 256, 4), 256, 4), 256, 4))
+    x = pool(conv(conv(conv(x, 256, 4), 256, 4), 256, 4, relu=False))
     x = drop(x)
-    x = pool(conv(conv(x, 512, 4), 512, 4))
+    x = pool(conv(conv(x, 512, 4), 512, 4, relu=False))
     x = drop(x)
     x = conv(x, 512, 4)
     x = nn.Conv(self.num_classes, (1, 1), kernel_init=he_init)(x)
