@@ -303,7 +303,13 @@ def make_train_epoch(
   if path != "loop":
     raise ValueError(f"path must be 'auto', 'scan' or 'loop', got {path!r}.")
   jit_plan = jax.jit(plan, static_argnums=1)
-  runs_step = jax.vmap(step, in_axes=(0, None, None, 0, 0, 0)) if seeds_axis else step
+
+  def batch_step(state, x, y, indices, weights, b, dropout_key):
+    # Picks batch b inside the compiled step: one dispatch per step (slicing outside costs two more).
+    pick = lambda a: jax.lax.dynamic_index_in_dim(a, b, axis=0, keepdims=False)
+    return step(state, x, y, pick(indices), pick(weights), dropout_key)
+
+  runs_step = jax.vmap(batch_step, in_axes=(0, None, None, 0, 0, None, 0)) if seeds_axis else batch_step
   jit_step = jax.jit(runs_step, donate_argnums=0, compiler_options=compiler_options)
 
   def loop_epoch(state, x, y, shuffle_key, dropout_key, start=0, count=None):
@@ -314,7 +320,7 @@ def make_train_epoch(
       indices, weights = (jnp.broadcast_to(a, (num_runs, *a.shape)) for a in (indices, weights))
     history = []
     for b in range(start, start + count):
-      state, metrics = jit_step(state, x, y, indices[..., b, :], weights[..., b, :], dropout_key)
+      state, metrics = jit_step(state, x, y, indices, weights, np.int32(b), dropout_key)
       history.append(metrics)
     return state, jax.tree.map(lambda *m: jnp.stack(m, axis=-1), *history)
 
