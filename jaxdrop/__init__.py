@@ -4,6 +4,7 @@ Pure functions take an explicit PRNG key first (``rate`` is always the drop
 probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 """
 
+from jaxdrop import attention
 from jaxdrop.alpha_dropout import alpha_dropout
 from jaxdrop.drop_block import drop_block
 from jaxdrop.drop_connect import drop_connect
@@ -13,8 +14,9 @@ from jaxdrop.gaussian_dropout import gaussian_dropout
 from jaxdrop.lstm import init_lstm_params, lstm
 from jaxdrop.max_norm import max_norm, max_norm_projection
 from jaxdrop.mc_dropout import MCDropoutPrediction, mc_dropout
-from jaxdrop.param_masks import all_params, resolve_mask, weights_only
+from jaxdrop.param_masks import all_params, decay_mask, param_names, resolve_mask, weights_only
 from jaxdrop.penalties import elastic_net_penalty, l1_penalty, l2_norm_penalty, l2_penalty
+from jaxdrop.schedules import drop_path_rates, early_dropout, late_dropout
 from jaxdrop.weight_decay import adam, adamw, add_weight_decay, sgd
 
 __version__ = "0.1.0"
@@ -26,22 +28,28 @@ __all__ = [
     "add_weight_decay",
     "all_params",
     "alpha_dropout",
+    "attention",
     "drop_block",
+    "decay_mask",
     "drop_connect",
     "drop_path",
+    "drop_path_rates",
     "dropout",
     "dropout_eval",
+    "early_dropout",
     "elastic_net_penalty",
     "gaussian_dropout",
     "init_lstm_params",
     "keep_probability",
     "l1_penalty",
+    "late_dropout",
     "l2_norm_penalty",
     "l2_penalty",
     "lstm",
     "max_norm",
     "max_norm_projection",
     "mc_dropout",
+    "param_names",
     "resolve_mask",
     "sgd",
     "weights_only",

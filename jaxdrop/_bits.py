@@ -7,29 +7,124 @@ lanes) or a quarter (8-bit lanes) of the random words.
 
 Where the bits come from: the caller's key (any ``jax.random`` key type, typed
 or legacy) is consumed once to draw two 32-bit words, the *seed*; the seed is
-the key of a Philox-4x32-10 generator (``jax.random`` with
-``impl="philox4x32"``), a counter-based generator that is much cheaper than
-the default threefry on CPUs. Both steps are plain integer arithmetic, so a
-mask depends on the caller's key alone: it is the same on CPU, GPU and TPU,
-and under ``vmap``. Backward passes regenerate a mask from its seed, which is
-why the seed (8 bytes) and not the mask is what they keep.
+the key of a Philox-4x32-10 generator, a counter-based generator that is much
+cheaper than the default threefry on CPUs. Word ``j`` of the stream is the
+hash of the counter ``j``: bitwise ``jax.random.bits(key, (count,))[j]`` for
+``key = jax.random.wrap_key_data(seed, impl="philox4x32")``. Both steps are
+plain integer arithmetic, so a mask depends on the caller's key alone: it is
+the same on CPU, GPU and TPU, and under ``vmap``. Backward passes regenerate a
+mask from its seed, which is why the seed (8 bytes) and not the mask is what
+they keep.
 
 Layout: for ``n`` elements and ``k`` lanes a word, ``m = ceil(n / k)`` words are
 drawn and element ``i`` (row-major) uses lane ``i // m`` of word ``i % m``.
+
+Partitioning: every element computes its word from its own global index
+(``broadcasted_iota`` along each axis), never by reshaping a flat stream, so
+XLA's partitioners (Shardy, JAX's default, and GSPMD) split the generator like
+any elementwise operation: each device hashes exactly the words of its own
+elements, with no communication, and a sharded mask is bitwise the unsharded
+one. Philox's 32 x 32 -> 64-bit products are written as ``uint64``
+multiplications, because ``lax.mulhi`` (which ``jax.random``'s own Philox uses)
+cannot be lowered under Shardy in jax 0.10.
+
+On a one-device XLA:CPU process, outside differentiation, the ``m`` words are
+computed once into memory instead (XLA:CPU would otherwise hash a word once for
+each of its ``k`` lanes); the bits are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
+import jax.extend.random
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-__all__ = ["bernoulli_lanes", "derive_seed", "lane_threshold", "realized_probability"]
+__all__ = ["PHILOX", "bernoulli_lanes", "derive_seed", "lane_threshold", "random_words", "realized_probability"]
 
-GENERATOR = "philox4x32"
+GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
+
+_M0, _M1 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)  # Philox-4x32 multipliers (Random123)
+_W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl constants that bump the key
+_ROUNDS = 10
+_U32 = np.dtype(np.uint32)
+_U64 = np.dtype(np.uint64)
+_WIDE_ABOVE = 2**32  # masks with more elements than this index them with 64-bit integers
+
+
+def _wide(enabled: bool):
+  """A context in which ``uint64`` values exist (a no-op when not ``enabled`` or already on)."""
+  return jax.enable_x64(True) if enabled and not jax.config.jax_enable_x64 else contextlib.nullcontext()
+
+
+def _mulhilo(m: np.uint32, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The low and high 32 bits of the 64-bit product ``m * x``."""
+  with _wide(True):
+    wide = lax.convert_element_type(x, _U64) * _U64.type(m)
+    hi = lax.convert_element_type(lax.shift_right_logical(wide, _U64.type(32)), _U32)
+  return x * m, hi
+
+
+def _philox(k0, k1, x0, x1, x2, x3) -> tuple[jax.Array, ...]:
+  """Philox-4x32-10 of the counter ``(x0, x1, x2, x3)`` under the key ``(k0, k1)``.
+
+  Bitwise ``jax.random``'s ``philox4x32``. Operands are ``uint32`` arrays that
+  broadcast together; scalars (zeros, the key) stay scalars as long as they can.
+  """
+  for rnd in range(_ROUNDS):
+    if rnd:
+      k0, k1 = k0 + _W0, k1 + _W1
+    lo0, hi0 = _mulhilo(_M0, x0)
+    lo1, hi1 = _mulhilo(_M1, x2)
+    x0, x1, x2, x3 = hi1 ^ x1 ^ k0, lo1, hi0 ^ x3 ^ k1, lo0
+  return x0, x1, x2, x3
+
+
+def _flat_index(shape: tuple[int, ...], dtype) -> jax.Array:
+  """The row-major index of every element of an array of ``shape``, elementwise (partitionable)."""
+  index = jnp.zeros((), dtype)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    if shape[axis] > 1:
+      index = index + lax.broadcasted_iota(dtype, shape, axis) * dtype.type(stride)
+    stride *= shape[axis]
+  return jnp.broadcast_to(index, shape)
+
+
+def _counters(shape: tuple[int, ...], lanes_per_word: int):
+  """Each element's word counter ``(hi, lo)`` and lane number, in the layout above."""
+  size = math.prod(shape)
+  count = -(-size // lanes_per_word)
+  wide = size > _WIDE_ABOVE  # indices need 64 bits
+  with _wide(wide):
+    dtype = _U64 if wide else _U32
+    index = _flat_index(shape, dtype)
+    lane = jnp.zeros((), dtype)
+    for t in range(1, lanes_per_word):
+      lane = lane + (index >= dtype.type(t * count)).astype(dtype)
+    word = index - lane * dtype.type(count)
+    if not wide:
+      return jnp.zeros((), _U32), word, lane
+    hi = lax.convert_element_type(lax.shift_right_logical(word, _U64.type(32)), _U32)
+    lo = lax.convert_element_type(word & _U64.type(0xFFFFFFFF), _U32)
+    return hi, lo, lax.convert_element_type(lane, _U32)
+
+
+def random_words(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``uint32`` words of ``shape``: the stream's word ``i`` at row-major position ``i``.
+
+  Bitwise ``jax.random.bits(jax.random.wrap_key_data(seed, impl="philox4x32"), shape)``,
+  computed elementwise from each position (partitionable).
+  """
+  hi, lo, _ = _counters(shape, 1)
+  zero = jnp.zeros((), _U32)
+  outs = _philox(seed[0], seed[1], hi, lo, zero, zero)
+  return jnp.broadcast_to(outs[0] ^ outs[1] ^ outs[2] ^ outs[3], shape)
 
 
 def derive_seed(key: jax.Array) -> jax.Array:
@@ -37,12 +132,8 @@ def derive_seed(key: jax.Array) -> jax.Array:
   return jax.random.bits(key, (2,), jnp.uint32)
 
 
-def _philox_words(seed: jax.Array, count: int) -> jax.Array:
-  return jax.random.bits(jax.random.wrap_key_data(seed, impl=GENERATOR), (count,), jnp.uint32)
-
-
 def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
-  """Same words as :func:`_philox_words`, computed once into memory on XLA:CPU.
+  """Words ``0 .. count - 1`` of the stream, computed once into memory on XLA:CPU.
 
   XLA:CPU fuses the generator into every consumer of a word, so a word shared
   by ``k`` lanes would be hashed ``k`` times. ``optimization_barrier`` does not
@@ -51,7 +142,7 @@ def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
   ``custom_vmap`` keeps the predicate a scalar when the seed is batched (a
   batched predicate would turn the conditional into a fusible select).
   """
-  gen = lambda s: _philox_words(s, count)
+  gen = lambda s: random_words(s, (count,))
 
   @custom_vmap
   def words(seed):
@@ -68,14 +159,30 @@ def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
   return words(seed)
 
 
-def _random_words(seed: jax.Array, count: int, shared: bool) -> jax.Array:
-  if not shared:
-    return _philox_words(seed, count)
-  return lax.platform_dependent(
-      seed,
-      cpu=lambda s: _materialized_words(s, count),
-      default=lambda s: _philox_words(s, count),
-  )
+def _unpartitioned() -> bool:
+  """True when no program can be partitioned: the process (group) has one device."""
+  return jax.device_count() == 1
+
+
+def _lanes_from_memory(seed, shape, bits):
+  """The lanes of ``shape`` from materialized words (XLA:CPU, one device)."""
+  size, lanes_per_word = math.prod(shape), 32 // bits
+  count = -(-size // lanes_per_word)
+  words = _materialized_words(seed, count)
+  shifts = lax.broadcasted_iota(jnp.uint32, (lanes_per_word, count), 0) * jnp.uint32(bits)
+  lanes = ((words[None, :] >> shifts) & jnp.uint32(2**bits - 1)).reshape(-1)
+  return lanes[:size].reshape(shape)
+
+
+def _lanes_elementwise(seed, shape, bits):
+  """The lanes of ``shape``, each element hashing its own word (partitionable, fusible)."""
+  hi, lo, lane = _counters(shape, 32 // bits)
+  zero = jnp.zeros((), _U32)
+  outs = _philox(seed[0], seed[1], hi, lo, zero, zero)
+  words = jnp.broadcast_to(outs[0] ^ outs[1] ^ outs[2] ^ outs[3], shape)
+  if bits == 32:
+    return words
+  return (words >> (lane * jnp.uint32(bits))) & jnp.uint32(2**bits - 1)
 
 
 def lane_threshold(prob, bits: int):
@@ -116,26 +223,59 @@ def bernoulli_lanes(
     shape: the mask's shape.
     threshold: from :func:`lane_threshold` (Python int or ``uint32`` scalar).
     bits: lane width, 8, 16 or 32.
-    materialize: on XLA:CPU, compute the random words once into a temporary
-      buffer (``bits / 8`` bytes per element; faster) instead of rehashing a
-      word for each of its lanes inside the consumer (no buffer). The bits are
-      the same either way.
+    materialize: on a one-device XLA:CPU process, compute the random words
+      once into a temporary buffer (``bits / 8`` bytes per element; faster)
+      instead of rehashing a word for each of its lanes inside the consumer
+      (no buffer). The bits are the same either way; elsewhere (other
+      backends, several devices, where the mask may be partitioned) the
+      elementwise form is always used.
 
   Returns:
     The mask; elements are independent, and bitwise the same for the same seed.
   """
-  size = math.prod(shape)
-  if size == 0:
+  shape = tuple(shape)
+  if math.prod(shape) == 0:
     return jnp.zeros(shape, jnp.bool_)
-  lanes_per_word = 32 // bits
-  count = -(-size // lanes_per_word)
-  words = _random_words(seed, count, shared=materialize and lanes_per_word > 1)
-  if lanes_per_word == 1:
-    lanes = words
+  elementwise = lambda s: _lanes_elementwise(s, shape, bits)
+  if materialize and bits < 32 and _unpartitioned():
+    lanes = lax.platform_dependent(seed, cpu=lambda s: _lanes_from_memory(s, shape, bits), default=elementwise)
   else:
-    shifts = lax.broadcasted_iota(jnp.uint32, (lanes_per_word, count), 0) * jnp.uint32(bits)
-    lanes = (words[None, :] >> shifts) & jnp.uint32(2**bits - 1)
-  flat = (lanes < jnp.asarray(threshold, jnp.uint32)).reshape(-1)
-  if flat.shape[0] != size:
-    flat = flat[:size]
-  return flat.reshape(shape)
+    lanes = elementwise(seed)
+  return lanes < jnp.asarray(threshold, jnp.uint32)
+
+
+def _impl_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
+  """``random_bits`` of :data:`PHILOX`: bitwise those of ``jax.random``'s ``philox4x32``."""
+  hi, lo, _ = _counters(shape, 1)
+  zero = jnp.zeros((), _U32)
+  outs = [jnp.broadcast_to(o, shape) for o in _philox(key[0], key[1], hi, lo, zero, zero)]
+  if bit_width == 64:
+    wide = lambda o: lax.convert_element_type(o, _U64)
+    return lax.shift_left(wide(outs[0]), _U64.type(32)) | wide(outs[1])
+  word = outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
+  return word if bit_width == 32 else lax.convert_element_type(word, np.dtype(f"uint{bit_width}"))
+
+
+def _impl_seed(seed: jax.Array) -> jax.Array:
+  return jax.random.key_data(jax.random.key(seed, impl=GENERATOR))  # key creation: never partitioned
+
+
+def _impl_split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  hi, lo, _ = _counters(shape, 1)
+  zero = jnp.zeros((), _U32)
+  out0, out1, _, _ = _philox(key[0], key[1], zero, zero, hi, lo)
+  return jnp.stack([jnp.broadcast_to(out0, shape), jnp.broadcast_to(out1, shape)], axis=len(shape))
+
+
+def _impl_fold_in(key: jax.Array, data) -> jax.Array:
+  zero = jnp.zeros((), _U32)
+  out0, out1, _, _ = _philox(key[0], key[1], zero, zero, zero, jnp.asarray(data, _U32))
+  return jnp.stack([out0, out1])
+
+
+# jax.random's Philox-4x32 written without lax.mulhi, so that it partitions under Shardy: keys of this
+# implementation give bitwise the draws (bits, uniform, normal, ...) of impl="philox4x32" keys.
+PHILOX = jax.extend.random.define_prng_impl(
+    key_shape=(2,), seed=_impl_seed, split=_impl_split, random_bits=_impl_bits, fold_in=_impl_fold_in,
+    name="jaxdrop_philox4x32", tag="jdpx",
+)

@@ -162,6 +162,30 @@ class _FlaxMLP(nn.Module):
     return nn.Dense(10, kernel_init=init)(x)
 
 
+def _plain_flax_trainer(module: nn.Module, tx: optax.GradientTransformation, sample) -> Callable:
+  """``train(xb, yb, key) -> params``: one jitted, donated step of ``module`` written the plain flax way.
+
+  The parameters and optimizer state live in the closure, initialized from ``sample``.
+  """
+  params = module.init(jax.random.key(0), sample[:1], train=False)["params"]
+  state = {"params": params, "opt": tx.init(params)}
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, xb, yb, key):
+    def loss(p):
+      logits = module.apply({"params": p}, xb, train=True, rngs={"dropout": key})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  def train(xb, yb, key):
+    state["params"], state["opt"] = step(state["params"], state["opt"], xb, yb, key)
+    return state["params"]
+
+  return train
+
+
 def bench_epoch(reps: int = 3, n: int = 60_000, batch: int = 256) -> list[dict[str, Any]]:
   """Seconds per epoch: jaxdrop engine (scan), flax plain jitted loop, PyTorch eager."""
   rng = np.random.default_rng(0)
@@ -186,28 +210,14 @@ def bench_epoch(reps: int = 3, n: int = 60_000, batch: int = 256) -> list[dict[s
   fns["jaxdrop engine (epoch in one scan)"] = jaxdrop_epoch
 
   # flax reference: the same model with flax.linen.Dropout, one jitted step per batch.
-  ref = _FlaxMLP()
-  tx = optax.sgd(0.5)
-  ref_state = {"p": ref.init(jax.random.key(0), x_np[:1], train=False)["params"]}
-  ref_state["o"] = tx.init(ref_state["p"])
-
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def ref_step(p, o, xb, yb, key):
-    def loss(p):
-      logits = ref.apply({"params": p}, xb, train=True, rngs={"dropout": key})
-      return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-    g = jax.grad(loss)(p)
-    updates, o = tx.update(g, o, p)
-    return optax.apply_updates(p, updates), o
+  ref_train = _plain_flax_trainer(_FlaxMLP(), optax.sgd(0.5), x_np)
 
   def flax_epoch():
     perm = rng.permutation(n)
     for i, start in enumerate(range(0, n, batch)):
       idx = perm[start:start + batch]
-      ref_state["p"], ref_state["o"] = ref_step(ref_state["p"], ref_state["o"], x_np[idx], y_np[idx],
-                                                jax.random.key(i))
-    jax.block_until_ready(ref_state["p"])
+      params = ref_train(x_np[idx], y_np[idx], jax.random.key(i))
+    jax.block_until_ready(params)
 
   fns["flax.linen.Dropout, jitted step loop"] = flax_epoch
 
@@ -483,24 +493,11 @@ def bench_conv(reps: int = 3, steps: int = 10, batch: int = 64) -> list[dict[str
       label = f"jaxdrop engine ({chosen}{', chosen' if path == 'auto' else ''})"
       fns[label] = run
 
-    tx = make_tx()
-    ref_params = reference.init(jax.random.key(0), x[:1], train=False)["params"]
-    ref_state = {"p": ref_params, "o": tx.init(ref_params)}
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def ref_step(p, o, xb, yb, key, reference=reference, tx=tx):
-      def loss(p):
-        logits = reference.apply({"params": p}, xb, train=True, rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-      updates, o = tx.update(jax.grad(loss)(p), o, p)
-      return optax.apply_updates(p, updates), o
-
-    def flax_loop(ref_state=ref_state, ref_step=ref_step):
+    def flax_loop(ref_train=_plain_flax_trainer(reference, make_tx(), x)):
       for i in range(steps):
         sl = slice(i * batch, (i + 1) * batch)
-        ref_state["p"], ref_state["o"] = ref_step(ref_state["p"], ref_state["o"], x[sl], y[sl], jax.random.key(i))
-      jax.block_until_ready(ref_state["p"])
+        params = ref_train(x[sl], y[sl], jax.random.key(i))
+      jax.block_until_ready(params)
 
     fns["plain flax, jitted step loop"] = flax_loop
     if torch is not None:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import logging
 import sys
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -67,6 +68,36 @@ def _add_output_options(parser: argparse.ArgumentParser, default_hint: str) -> N
   parser.add_argument("--quiet", action="store_true", help="no progress bars and fewer messages")
 
 
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+  group = parser.add_argument_group(
+      "several processes (hosts)", "Run the same command on every host, each with its --process-id; --devices 0"
+      " then trains data-parallel over all of their devices. Only process 0 writes --out."
+  )
+  group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, for jax.distributed")
+  group.add_argument("--num-processes", type=int, metavar="N", help="number of processes (with --coordinator)")
+  group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1 (with --coordinator)")
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+  """``jax.distributed.initialize`` from ``--coordinator``, before anything touches a device."""
+  given = [args.num_processes is not None, args.process_id is not None]
+  if args.coordinator is None:
+    if any(given):
+      raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT.")
+    return
+  if not all(given):
+    raise ConfigError("--coordinator needs --num-processes N and --process-id I as well.")
+  if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+    raise ConfigError(f"--process-id must be in 0..{args.num_processes - 1} and --num-processes >= 1, got"
+                      f" --process-id {args.process_id} --num-processes {args.num_processes}.")
+  if args.checkpoint_every or args.resume:
+    raise ConfigError("--checkpoint-every and --resume are not supported across several processes yet.")
+  import jax
+
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+  jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+
+
 def build_parser() -> argparse.ArgumentParser:
   from jaxdrop.experiments import EXPERIMENTS
 
@@ -83,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = names.add_parser(name, help=experiment.title, description=f"{experiment.title}. Source: {experiment.source}.")
     _add_config_options(sub, experiment.config)
     _add_output_options(sub, f"runs/{name}-<UTC time>")
+    _add_process_options(sub)
 
   reproduce = commands.add_parser(
       "reproduce", help="run the offline suite and write report.md",
@@ -126,9 +158,16 @@ def _run(args: argparse.Namespace) -> int:
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(experiment.config)}
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
   config = experiment.config(**options)
-  config.validate()  # before creating the output folder
   if config.resume and args.out is None:
     raise ConfigError("--resume needs --out DIR: the folder of the run to continue.")
+  _start_distributed(args)
+  config.validate()  # before creating the output folder
+  import jax
+
+  if jax.process_index() != 0:  # the other processes train their share and write nothing
+    with tempfile.TemporaryDirectory(prefix=f"jaxdrop-process{jax.process_index()}-") as scratch:
+      run_experiment(args.name, scratch, emit=lambda line: None, quiet=True, **options)
+    return 0
   out = prepare_output_dir(args.out or _default_out(args.name), overwrite=args.overwrite, resume=config.resume)
   record = run_experiment(args.name, out, emit=print, quiet=args.quiet, **options)
   print(f"wrote {out / 'record.json'} and {', '.join(record['figures'])} ({record['wall_time_s']:.1f} s)")

@@ -150,7 +150,12 @@ def masked_dropout(key, x, rate, mask_shape, mode, mask_bits, fn):
       return x
     if rate == 1.0:
       return jnp.zeros_like(x)
-  key = _checks.check_key(key, fn=fn)
+  seed = _bits.derive_seed(_checks.check_key(key, fn=fn))
+  return seeded_dropout(seed, x, rate, mask_shape, mode, mask_bits)
+
+
+def seeded_dropout(seed, x, rate, mask_shape, mode, mask_bits):
+  """:func:`masked_dropout` from the generator's seed instead of a key (no key is consumed)."""
   keep = keep_for(rate, mask_bits)
   fill = None
   if mode == "classic":
@@ -162,10 +167,7 @@ def masked_dropout(key, x, rate, mask_shape, mode, mask_bits, fn):
   if not isinstance(keep.valid, bool):
     scale = jnp.where(keep.valid, scale, jnp.nan)
     fill = jnp.where(keep.valid, 0.0, jnp.nan)
-  return masked_affine(
-      _bits.derive_seed(key), x, keep.threshold, scale, None, fill,
-      mask_shape=mask_shape, bits=mask_bits,
-  )
+  return masked_affine(seed, x, keep.threshold, scale, None, fill, mask_shape=mask_shape, bits=mask_bits)
 
 
 def safe_inverse(p: jax.Array) -> jax.Array:

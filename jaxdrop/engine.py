@@ -16,7 +16,6 @@ examples, exactly as PyTorch's ``DataLoader`` with ``drop_last=False``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -47,7 +46,6 @@ __all__ = [
     "example_keys",
     "fit",
     "fit_seeds",
-    "gspmd_partitioner",
     "half_squared_error",
     "choose_compiler_options",
     "choose_path",
@@ -215,9 +213,22 @@ def _has_convolution(jaxpr) -> bool:
 CPU_CONV_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
-def _convolves(task: Task, params: Params, sample: jax.Array) -> bool:
+def _convolves_on_cpu(task: Task, params: Params, sample: jax.Array) -> bool:
+  """Whether ``task``'s training forward pass convolves and runs on XLA:CPU (traces it once)."""
+  if jax.default_backend() != "cpu":
+    return False
   jaxpr = jax.make_jaxpr(lambda p, x: task.apply(p, x, True, jax.random.key(0)))(params, sample[:1])
   return _has_convolution(jaxpr.jaxpr)
+
+
+def _auto_path(convolves_on_cpu: bool) -> tuple[str, str]:
+  if convolves_on_cpu:
+    return "loop", "convolutions on XLA:CPU are slow inside a compiled loop"
+  return "scan", "whole epoch in one compiled call"
+
+
+def _auto_compiler_options(convolves_on_cpu: bool) -> dict[str, str]:
+  return dict(CPU_CONV_COMPILER_OPTIONS) if convolves_on_cpu else {}
 
 
 def choose_path(task: Task, params: Params, sample: jax.Array) -> tuple[str, str]:
@@ -229,16 +240,12 @@ def choose_path(task: Task, params: Params, sample: jax.Array) -> tuple[str, str
   about 20x longer in a scan than jitted alone), so convolutional models run
   the jitted step from Python there.
   """
-  if jax.default_backend() == "cpu" and _convolves(task, params, sample):
-    return "loop", "convolutions on XLA:CPU are slow inside a compiled loop"
-  return "scan", "whole epoch in one compiled call"
+  return _auto_path(_convolves_on_cpu(task, params, sample))
 
 
 def choose_compiler_options(task: Task, params: Params, sample: jax.Array) -> dict[str, str]:
   """XLA options for ``task``'s compiled steps: :data:`CPU_CONV_COMPILER_OPTIONS` for convolutional models on CPU."""
-  if jax.default_backend() == "cpu" and _convolves(task, params, sample):
-    return dict(CPU_CONV_COMPILER_OPTIONS)
-  return {}
+  return _auto_compiler_options(_convolves_on_cpu(task, params, sample))
 
 
 def make_train_epoch(
@@ -474,37 +481,7 @@ def fit_seeds(
   return _fit(task, params, tx, data, list(seeds), batched=True, epochs=epochs, batch_size=batch_size, **options)
 
 
-@contextlib.contextmanager
-def gspmd_partitioner():
-  """Partitions sharded programs with GSPMD instead of Shardy while in the block.
-
-  jax 0.10.2 cannot lower ``lax.mulhi`` under Shardy ("Unable to convert MHLO
-  to StableHLO"), and the Philox generator of jaxdrop's masks (and of any
-  ``jax.random`` key with ``impl="philox4x32"``) multiplies with it. Sharded
-  programs that use jaxdrop's dropout should be compiled in this block.
-
-  Example::
-
-    with engine.gspmd_partitioner():
-      y = jax.jit(lambda k, x: jaxdrop.dropout(k, x, 0.5))(key, sharded_x)
-  """
-  previous = jax.config.jax_use_shardy_partitioner
-  jax.config.update("jax_use_shardy_partitioner", False)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_use_shardy_partitioner", previous)
-
-
-def _fit(task, params, tx, data, seeds, *, mesh=None, **options):
-  """:func:`fit` for one run (``batched=False``) or :func:`fit_seeds` (a leading runs axis)."""
-  if mesh is None:
-    return _fit_on(task, params, tx, data, seeds, mesh=None, **options)
-  with gspmd_partitioner():
-    return _fit_on(task, params, tx, data, seeds, mesh=mesh, **options)
-
-
-def _fit_on(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=True, path="auto",
+def _fit(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=True, path="auto",
             eval_every=1, eval_train=False, quiet=False, description="", batch_invariant=False, mesh=None,
             checkpoints=None, resume=False, compiler_options="auto"):
   # Batched keys come from vmap: jnp.stack of typed keys trips jax's key-reuse checker.
@@ -515,10 +492,12 @@ def _fit_on(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuff
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
   reason = f"requested path={path!r}"
   one_params = jax.tree.map(lambda a: a[0], params) if batched else params
-  if path == "auto":
-    path, reason = choose_path(task, one_params, x_train)
-  if compiler_options == "auto":
-    compiler_options = choose_compiler_options(task, one_params, x_train)
+  if "auto" in (path, compiler_options):  # one trace of the model decides both
+    convolves_on_cpu = _convolves_on_cpu(task, one_params, x_train)
+    if path == "auto":
+      path, reason = _auto_path(convolves_on_cpu)
+    if compiler_options == "auto":
+      compiler_options = _auto_compiler_options(convolves_on_cpu)
   batch_sharding = None
   if mesh is not None:
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))

@@ -11,18 +11,25 @@ Two kinds of decay, both built from optax's own transforms:
   (AdamW; SGDW for SGD with momentum). Note the decay is multiplied by the
   learning rate, as in ``torch.optim.AdamW`` and ``optax.adamw``.
 
-Every function takes a ``mask`` (see :mod:`jaxdrop.param_masks`); the default
-decays weight matrices and conv kernels only, which for seed 004's concise
-example is ``torch.optim.SGD([{"params": weight, "weight_decay": wd}, {"params": bias}])``.
+Every function takes a ``mask`` (see :mod:`jaxdrop.param_masks`; the default
+decays weights, kernels and embeddings, never biases, normalization scales or
+statistics) and ``groups``, per-group decay rates as torch's parameter groups:
+``[(selector, rate), ...]``, where the first matching selector gives a leaf its
+rate (``groups=[("pos_embedding", 0.0), (re.compile("^head/"), 1e-3)]``), and
+leaves in no group get ``weight_decay`` if ``mask`` selects them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
+import jax
 import optax
 
-from jaxdrop.param_masks import Mask, optax_mask
+from jaxdrop.param_masks import Mask, Selector, _check_selector, optax_mask, resolve_mask, selects
+
+Groups = Sequence[tuple[Selector, optax.ScalarOrSchedule]] | Mapping[Selector, optax.ScalarOrSchedule]
 
 __all__ = ["adam", "adamw", "add_weight_decay", "sgd"]
 
@@ -32,20 +39,56 @@ def _check_decay(weight_decay):
     raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}.")
 
 
-def _no_decay(weight_decay) -> bool:
-  return isinstance(weight_decay, (int, float)) and weight_decay == 0
+def _no_decay(weight_decay, groups) -> bool:
+  return isinstance(weight_decay, (int, float)) and weight_decay == 0 and not groups
 
 
-def add_weight_decay(weight_decay: optax.ScalarOrSchedule, mask: Mask = None) -> optax.GradientTransformation:
-  """``optax.add_decayed_weights`` with jaxdrop's default mask (weights only).
+def _check_groups(groups: Groups) -> tuple[tuple[Selector, optax.ScalarOrSchedule], ...]:
+  items = tuple(groups.items()) if isinstance(groups, Mapping) else tuple(groups)
+  checked = []
+  for item in items:
+    if not (isinstance(item, tuple) and len(item) == 2):
+      raise TypeError(f"groups takes (selector, weight_decay) pairs or a mapping, got {item!r}.")
+    selector, rate = item
+    _check_decay(rate)
+    checked.append((_check_selector(selector, "groups"), rate))
+  return tuple(checked)
+
+
+def _group_labels(groups, mask: Mask):
+  """``params -> labels``: ``"group<i>"`` for the first matching group, else ``"default"`` or ``"none"``."""
+
+  def labels(params):
+    selected = resolve_mask(params, mask)
+
+    def label(path, leaf, flag):
+      for i, (selector, _) in enumerate(groups):
+        if selects(selector, path, leaf):
+          return f"group{i}"
+      return "default" if flag else "none"
+
+    return jax.tree_util.tree_map_with_path(label, params, selected)
+
+  return labels
+
+
+def add_weight_decay(
+    weight_decay: optax.ScalarOrSchedule, mask: Mask = None, *, groups: Groups = ()
+) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights`` with jaxdrop's default mask, and per-group rates.
 
   Adds ``weight_decay * w`` to the updates of the selected leaves. Put it before
   an optimizer for coupled decay, or between a ``scale_by_*`` transform and
-  ``optax.scale_by_learning_rate`` for decoupled decay.
+  ``optax.scale_by_learning_rate`` for decoupled decay. With ``groups``, it is
+  ``optax.multi_transform`` over one ``add_decayed_weights`` per group.
 
   Args:
     weight_decay: a non-negative float or a schedule.
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
+    groups: ``(selector, rate)`` pairs (or a mapping): the first selector that
+      matches a leaf gives its rate, whatever ``mask`` says; a selector is a
+      name (str), an ``re.Pattern`` searched in the ``/``-joined path, or a
+      predicate (see :func:`jaxdrop.decay_mask`).
 
   Returns:
     An ``optax.GradientTransformation`` (it needs ``params`` in ``update``).
@@ -62,7 +105,12 @@ def add_weight_decay(weight_decay: optax.ScalarOrSchedule, mask: Mask = None) ->
            [0.1, 0.1]], dtype=float32), Array([0., 0.], dtype=float32))
   """
   _check_decay(weight_decay)
-  return optax.add_decayed_weights(weight_decay, mask=optax_mask(mask))
+  groups = _check_groups(groups)
+  if not groups:
+    return optax.add_decayed_weights(weight_decay, mask=optax_mask(mask))
+  transforms = {f"group{i}": optax.add_decayed_weights(rate) for i, (_, rate) in enumerate(groups)}
+  transforms.update(default=optax.add_decayed_weights(weight_decay), none=optax.identity())
+  return optax.multi_transform(transforms, _group_labels(groups, mask))
 
 
 def sgd(
@@ -73,6 +121,7 @@ def sgd(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     decoupled: bool = False,
     mask: Mask = None,
+    groups: Groups = (),
 ) -> optax.GradientTransformation:
   """SGD (optionally with momentum) and masked weight decay.
 
@@ -89,6 +138,7 @@ def sgd(
     weight_decay: decay coefficient ``wd >= 0`` (float or schedule).
     decoupled: coupled (``False``) or decoupled (``True``) decay.
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
+    groups: per-group decay rates (see :func:`add_weight_decay`).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -107,10 +157,12 @@ def sgd(
   _check_decay(weight_decay)
   if not decoupled:
     base = optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
-    return base if _no_decay(weight_decay) else optax.chain(add_weight_decay(weight_decay, mask), base)
+    if _no_decay(weight_decay, groups):
+      return base
+    return optax.chain(add_weight_decay(weight_decay, mask, groups=groups), base)
   return optax.chain(
       optax.trace(momentum, nesterov=nesterov) if momentum else optax.identity(),
-      add_weight_decay(weight_decay, mask),
+      add_weight_decay(weight_decay, mask, groups=groups),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -123,6 +175,7 @@ def adam(
     eps: float = 1e-8,
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: Mask = None,
+    groups: Groups = (),
 ) -> optax.GradientTransformation:
   """Adam with coupled L2 decay, as ``torch.optim.Adam(weight_decay=wd)``.
 
@@ -137,6 +190,7 @@ def adam(
     eps: term added to the denominator.
     weight_decay: L2 coefficient ``wd >= 0``.
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
+    groups: per-group decay rates (see :func:`add_weight_decay`).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -147,7 +201,9 @@ def adam(
   """
   _check_decay(weight_decay)
   base = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
-  return base if _no_decay(weight_decay) else optax.chain(add_weight_decay(weight_decay, mask), base)
+  if _no_decay(weight_decay, groups):
+    return base
+  return optax.chain(add_weight_decay(weight_decay, mask, groups=groups), base)
 
 
 def adamw(
@@ -158,6 +214,7 @@ def adamw(
     eps: float = 1e-8,
     weight_decay: optax.ScalarOrSchedule = 1e-4,
     mask: Mask = None,
+    groups: Groups = (),
 ) -> optax.GradientTransformation:
   """AdamW (decoupled decay): ``optax.adamw`` with jaxdrop's default mask.
 
@@ -171,6 +228,7 @@ def adamw(
     eps: term added to the denominator.
     weight_decay: decay coefficient ``wd >= 0`` (optax's default 1e-4).
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
+    groups: per-group decay rates (see :func:`add_weight_decay`).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -180,4 +238,10 @@ def adamw(
     >>> tx = jaxdrop.adamw(1e-3, weight_decay=1e-2)
   """
   _check_decay(weight_decay)
-  return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=optax_mask(mask))
+  if not groups:
+    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=optax_mask(mask))
+  return optax.chain(  # optax.adamw's own chain, with the grouped decay
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+      add_weight_decay(weight_decay, mask, groups=groups),
+      optax.scale_by_learning_rate(learning_rate),
+  )

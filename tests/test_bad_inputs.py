@@ -4,6 +4,7 @@ Each row is (fault, what is tried, the error, a fragment of its message). The
 README's "Bad input" table lists the same rows.
 """
 
+import json
 import os
 import time
 
@@ -47,10 +48,11 @@ def test_library_inputs(fault, action, error, message):
 
 
 CLI_USAGE = [  # argparse errors: exit 2, one line, the valid choices
-    ("unknown experiment", ["run", "e9"], "invalid choice: 'e9' (choose from 'e1'"),
+    ("unknown experiment", ["run", "e9"], "invalid choice: 'e9' (choose from 'e1', 'e2'"),
     ("unknown option", ["run", "e2", "--dropout3", "0.1"], "unrecognized arguments: --dropout3"),
-    ("unknown data set", ["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet'"),
+    ("unknown data set", ["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'auto', 'mnist'"),
     ("non-numeric epochs", ["run", "e2", "--epochs", "two"], "invalid int value: 'two'"),
+    ("unknown command", ["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 
 
@@ -64,9 +66,13 @@ def test_cli_usage_errors(fault, argv, message, capsys):
 
 CLI_VALUES = [  # checked before anything is created: exit 2, one line
     ("negative epochs", ["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+    ("zero epochs", ["--epochs", "0"], "--epochs must be a positive integer, got 0"),
     ("zero batch size", ["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    ("negative batch size", ["--batch-size", "-5"], "--batch-size must be a positive integer, got -5"),
+    ("learning rate NaN", ["--lr", "nan"], "--lr must be a positive number"),
     ("batch larger than the data set", ["--batch-size", "5000"], "--batch-size 5000 is larger than the training set"),
     ("rate out of range", ["--dropout1", "1.5"], "--dropout1 must be a drop probability in [0, 1], got 1.5"),
+    ("second rate out of range", ["--dropout2", "1.5"], "--dropout2 must be a drop probability in [0, 1], got 1.5"),
     ("zero seeds", ["--seeds", "0"], "--seeds must be a positive integer, got 0"),
     ("more devices than exist", ["--devices", "64"], "XLA_FLAGS=--xla_force_host_platform_device_count=64"),
     ("--resume without --out", ["--resume"], "--resume needs --out DIR"),
@@ -185,5 +191,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoints(tmp_path):
 def test_nan_loss_in_an_experiment_writes_a_failed_record(tmp_path):
   with pytest.raises(engine.TrainingDivergedError):
     run_experiment("e3", tmp_path, lr=1e30, seeds=1, versions=("scratch",), lambdas=(0.0,))
-  assert '"status": "failed"' in (tmp_path / "record.json").read_text()
+  record = json.loads((tmp_path / "record.json").read_text())
+  assert record["status"] == "failed" and "step" in record["error"]
 

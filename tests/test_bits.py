@@ -39,9 +39,15 @@ def test_mask_depends_only_on_flat_position():
   np.testing.assert_array_equal(np.asarray(flat).reshape(3, 4, 5), shaped)
 
 
+@pytest.fixture
+def one_device(monkeypatch):
+  """The masks' code path of a one-device process (the test process has 8 CPU devices)."""
+  monkeypatch.setattr(_bits, "_unpartitioned", lambda: True)
+
+
 def test_cpu_materialized_words_equal_plain_words_also_under_vmap():
   seeds = jax.vmap(_bits.derive_seed)(jax.random.split(jax.random.key(3), 5))
-  plain = jax.vmap(lambda s: _bits._philox_words(s, 999))(seeds)
+  plain = jax.vmap(lambda s: _bits.random_words(s, (999,)))(seeds)
   materialized = jax.jit(jax.vmap(lambda s: _bits._materialized_words(s, 999)))(seeds)
   np.testing.assert_array_equal(plain, materialized)
   nested = jax.vmap(jax.vmap(lambda s: _bits._materialized_words(s, 10)))(seeds.reshape(5, 1, 2))
@@ -50,7 +56,7 @@ def test_cpu_materialized_words_equal_plain_words_also_under_vmap():
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
-def test_fused_and_materialized_masks_are_bitwise_equal(bits):
+def test_fused_and_materialized_masks_are_bitwise_equal(bits, one_device):
   # The forward pass materializes the words on CPU, the custom_vjp passes hash
   # them inside their fusions: both must give the same mask.
   seeds = jax.vmap(_bits.derive_seed)(jax.random.split(jax.random.key(9), 3))
@@ -67,7 +73,7 @@ def test_fused_and_materialized_masks_are_bitwise_equal(bits):
 def test_seed_is_zero_word_safe():
   # The conditional's predicate tests seed[0] != 0; both branches are equal.
   zero = jnp.zeros(2, jnp.uint32)
-  np.testing.assert_array_equal(_bits._materialized_words(zero, 16), _bits._philox_words(zero, 16))
+  np.testing.assert_array_equal(_bits._materialized_words(zero, 16), _bits.random_words(zero, (16,)))
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
@@ -93,3 +99,51 @@ def test_realized_probability():
 
 def test_empty_shape():
   assert _bits.bernoulli_lanes(seed(5), (0, 3), 5, 16).shape == (0, 3)
+
+
+# --- the generator: jax.random's Philox-4x32 without lax.mulhi (which Shardy cannot lower) ---------------
+
+
+def same_draws(draw, s):
+  """``draw(key)`` with a key of :data:`_bits.PHILOX` and one of jax's ``philox4x32``, both from seed ``s``."""
+  ours = draw(jax.random.wrap_key_data(s, impl=_bits.PHILOX))
+  theirs = draw(jax.random.wrap_key_data(s, impl=_bits.GENERATOR))
+  np.testing.assert_array_equal(ours, theirs)
+  return theirs
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (3, 5), (4, 1, 33)])
+def test_generator_draws_are_bitwise_jax_random_philox(shape):
+  s = seed(6)
+  for dtype in (jnp.uint8, jnp.uint16):
+    same_draws(lambda k: jax.random.bits(k, shape, dtype), s)
+  same_draws(lambda k: jax.random.uniform(k, shape), s)
+  same_draws(lambda k: jax.random.normal(k, shape), s)
+  same_draws(lambda k: jax.random.key_data(jax.random.split(k, shape)), s)
+  np.testing.assert_array_equal(_bits.random_words(s, shape), same_draws(lambda k: jax.random.bits(k, shape), s))
+
+
+def test_generator_fold_in_seed_and_64_bit_draws_are_jax_random_philox():
+  s = seed(7)
+  for data in (0, 1, 2**31 + 5):
+    same_draws(lambda k: jax.random.key_data(jax.random.fold_in(k, data)), s)
+  np.testing.assert_array_equal(jax.random.key_data(jax.random.key(42, impl=_bits.PHILOX)),
+                                jax.random.key_data(jax.random.key(42, impl=_bits.GENERATOR)))
+  with jax.enable_x64(True):
+    same_draws(lambda k: jax.random.bits(k, (5, 3), jnp.uint64), s)
+    same_draws(lambda k: jax.random.normal(k, (9,), jnp.float64), s)
+
+
+def test_no_mulhi_anywhere_in_a_mask():
+  mask = jax.make_jaxpr(lambda s: _bits.bernoulli_lanes(s, (64, 3), 30000, 16, materialize=False))(seed(8))
+  words = jax.make_jaxpr(lambda s: _bits.random_words(s, (10,)))(seed(8))
+  assert "mulhi" not in str(mask) and "mulhi" not in str(words)
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+def test_64_bit_element_indices_give_the_same_masks(bits, monkeypatch):
+  # Masks of more than 2**32 elements index them with uint64; force that path on a small shape.
+  s = seed(10)
+  expected = _bits.bernoulli_lanes(s, (5, 37), 2**bits // 3, bits, materialize=False)
+  monkeypatch.setattr(_bits, "_WIDE_ABOVE", 0)
+  np.testing.assert_array_equal(_bits.bernoulli_lanes(s, (5, 37), 2**bits // 3, bits, materialize=False), expected)

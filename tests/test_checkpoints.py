@@ -1,6 +1,5 @@
 """Crash safety: orbax checkpoints, resume after SIGKILL, corrupt checkpoints, NaN losses."""
 
-import gc
 import json
 import logging
 import os
@@ -18,17 +17,6 @@ from jaxdrop import engine
 from jaxdrop.checkpoints import CheckpointError, CheckpointMismatchError, Checkpoints
 from jaxdrop.records import param_sha256
 from tests.test_engine import MODEL, TASK, init_params, toy_data
-
-# A failed orbax read leaves orbax's internal coroutines unawaited; Python reports them as unraisable
-# when they are collected. The tests that fail reads ignore that and collect them before they end, so
-# that the report cannot land in a later test.
-ORBAX_FAILED_READ = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture
-def collect_orbax_garbage():
-  yield
-  gc.collect()
 
 KW = dict(epochs=3, batch_size=16, seed=0, quiet=True)  # 7 steps an epoch, 21 in all
 
@@ -85,9 +73,7 @@ def corrupt_arrays(step_dir):
   assert damaged
 
 
-@ORBAX_FAILED_READ
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_and_keeps_the_files(reference, tmp_path, caplog,
-                                                                                  collect_orbax_garbage):
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_and_keeps_the_files(reference, tmp_path, caplog):
   data, params, ref = reference
   engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
   corrupt_arrays(tmp_path / "c" / "21")
@@ -101,7 +87,6 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_and_keeps_the_file
   assert param_sha256(result.state.params) == param_sha256(ref.state.params)
   assert (tmp_path / "c.corrupt" / "21" / "state").is_dir()  # moved aside, not deleted
   assert ckpt.steps() == [15, 20, 21]  # step 21 written again, from good data
-  gc.collect()
 
 
 def test_tampered_parameters_are_caught_by_the_hash(reference, tmp_path):
@@ -116,8 +101,7 @@ def test_tampered_parameters_are_caught_by_the_hash(reference, tmp_path):
   assert int(restored.step) == 20 and progress["epoch"] == 3
 
 
-@ORBAX_FAILED_READ
-def test_all_checkpoints_corrupt_is_an_error_not_a_fresh_start(reference, tmp_path, collect_orbax_garbage):
+def test_all_checkpoints_corrupt_is_an_error_not_a_fresh_start(reference, tmp_path):
   data, params, _ = reference
   engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
   for step in (15, 20, 21):
@@ -125,7 +109,6 @@ def test_all_checkpoints_corrupt_is_an_error_not_a_fresh_start(reference, tmp_pa
   with pytest.raises(CheckpointError, match=r"no readable checkpoint left .* \[21, 20, 15\]"):
     engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
   assert sorted(p.name for p in (tmp_path / "c.corrupt").iterdir()) == ["15", "20", "21"]
-  gc.collect()
 
 
 def test_checkpoint_of_another_config_is_refused(reference, tmp_path):

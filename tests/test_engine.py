@@ -92,13 +92,19 @@ def test_same_seed_same_hash_different_seed_different_hash():
   assert param_sha256(run(0).state.params) != param_sha256(run(1).state.params)
 
 
-def test_step_key_is_folded_from_the_step_number():
-  # A "model" whose output is noise drawn from the step's key: with lr 0 each
-  # step's loss is a function of fold_in(dropout_key, step) alone.
-  noise = lambda key: jax.random.normal(key, (1, 3))
+def noise(key):
+  return jax.random.normal(key, (1, 3))
+
+
+def noise_task():
+  """A "model" whose training output is noise drawn from its key, its zero weights and 32 examples."""
   task = engine.Task(lambda p, x, train, key: x @ p["w"] + (noise(key) if train else 0.0), engine.cross_entropy)
-  data = toy_data(n_train=32)
-  params = {"w": jnp.zeros((6, 3))}
+  return task, {"w": jnp.zeros((6, 3))}, toy_data(n_train=32)
+
+
+def test_step_key_is_folded_from_the_step_number():
+  # With lr 0 each step's loss is a function of fold_in(dropout_key, step) alone.
+  task, params, data = noise_task()
   result = engine.fit(task, params, jaxdrop.sgd(0.0), data, epochs=2, batch_size=32, seed=5, quiet=True,
                       shuffle=False)
   dropout_key = engine.run_keys(5)["dropout"]

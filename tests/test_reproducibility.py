@@ -14,7 +14,7 @@ import pytest
 import jaxdrop
 from jaxdrop import cli, engine
 from jaxdrop import linen as jdl
-from tests.test_engine import toy_data
+from tests.test_engine import noise, noise_task
 
 DIGITS_E2 = ["run", "e2", "--dataset", "digits", "--quiet"]
 
@@ -78,10 +78,7 @@ def test_each_layer_draws_its_own_mask_from_the_example_key():
 
 def test_train_step_uses_the_example_keys():
   # Output = noise from each example's key: with lr 0 the step losses are a function of the keys alone.
-  noise = lambda key: jax.random.normal(key, (1, 3))
-  task = engine.Task(lambda p, x, train, key: x @ p["w"] + (noise(key) if train else 0.0), engine.cross_entropy)
-  data = toy_data(n_train=32)
-  params = {"w": jnp.zeros((6, 3))}
+  task, params, data = noise_task()
   result = engine.fit(task, params, jaxdrop.sgd(0.0), data, epochs=2, batch_size=16, seed=5, quiet=True,
                       shuffle=False, batch_invariant=True)
   dropout_key = engine.run_keys(5)["dropout"]

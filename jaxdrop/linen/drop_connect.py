@@ -49,13 +49,17 @@ class DropConnectDense(StochasticModule):
   bias_init: Any = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
+    rate = self.rate if rate is None else rate
     kernel = self.param("kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features), jnp.float32)
-    deterministic, key = self.resolve(deterministic, rng, self.rate)
+    deterministic, key = self.resolve(deterministic, rng, rate)
     if deterministic:
-      kernel = dropout_eval(kernel, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      kernel = dropout_eval(kernel, rate, mode=self.mode, mask_bits=self.mask_bits)
     else:
-      kernel = drop_connect(key, kernel, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      kernel = drop_connect(key, kernel, rate, mode=self.mode, mask_bits=self.mask_bits)
     y = inputs @ kernel
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)

@@ -43,13 +43,17 @@ class Dropout(StochasticModule):
   mode: Mode = "inverted"
   mask_bits: int = 16
 
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
     """Applies dropout; ``rng`` overrides the rng collection."""
-    deterministic, key = self.resolve(deterministic, rng, self.rate)
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rng, rate)
     if deterministic:
-      return dropout_eval(inputs, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
     return dropout(
-        key, inputs, self.rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits
+        key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits
     )
 
 
@@ -64,11 +68,15 @@ class GaussianDropout(StochasticModule):
   rate: float
   broadcast_dims: Sequence[int] = ()
 
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
-    deterministic, key = self.resolve(deterministic, rng, self.rate)
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rng, rate)
     if deterministic:
       return inputs
-    return gaussian_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims)
+    return gaussian_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims)
 
 
 class AlphaDropout(StochasticModule):
@@ -84,11 +92,15 @@ class AlphaDropout(StochasticModule):
   broadcast_dims: Sequence[int] = ()
   mask_bits: int = 16
 
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
-    deterministic, key = self.resolve(deterministic, rng, self.rate)
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rng, rate)
     if deterministic:
       return inputs
-    return alpha_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits)
+    return alpha_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits)
 
 
 class DropPath(StochasticModule):
@@ -106,12 +118,16 @@ class DropPath(StochasticModule):
   mode: Mode = "inverted"
   mask_bits: int = 16
 
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
-    deterministic, key = self.resolve(deterministic, rng, self.rate)
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rng, rate)
     if deterministic:
-      return dropout_eval(inputs, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
     return drop_path(
-        key, inputs, self.rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits
+        key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits
     )
 
 
@@ -130,11 +146,15 @@ class DropBlock(StochasticModule):
   broadcast_dims: Sequence[int] = ()
   mask_bits: int = 16
 
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
-    deterministic, key = self.resolve(deterministic, rng, self.rate)
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rng, rate)
     if deterministic:
       return inputs
     return drop_block(
-        key, inputs, self.rate, block_size=self.block_size,
+        key, inputs, rate, block_size=self.block_size,
         broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits,
     )

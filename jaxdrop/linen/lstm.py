@@ -50,7 +50,11 @@ class LSTM(StochasticModule):
   bias_init: Any = unit_forget_bias
 
   @nn.compact
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None):
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      dropout: float | jax.Array | None = None, recurrent_dropout: float | jax.Array | None = None,
+  ):
+    """Runs the layer; ``dropout`` and ``recurrent_dropout`` override the attributes for this call."""
     hidden = self.features
     params = {
         "kernel": self.param("kernel", self.kernel_init, (jnp.shape(inputs)[-1], 4 * hidden), jnp.float32),
@@ -59,8 +63,10 @@ class LSTM(StochasticModule):
         ),
         "bias": self.param("bias", self.bias_init, (4 * hidden,), jnp.float32),
     }
-    deterministic, key = self.resolve(deterministic, rng, self.dropout, self.recurrent_dropout)
-    rates = (0.0, 0.0) if deterministic else (self.dropout, self.recurrent_dropout)
+    dropout = self.dropout if dropout is None else dropout
+    recurrent_dropout = self.recurrent_dropout if recurrent_dropout is None else recurrent_dropout
+    deterministic, key = self.resolve(deterministic, rng, dropout, recurrent_dropout)
+    rates = (0.0, 0.0) if deterministic else (dropout, recurrent_dropout)
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],
         return_sequences=self.return_sequences, unroll=self.unroll, mask_bits=self.mask_bits,

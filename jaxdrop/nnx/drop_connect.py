@@ -60,12 +60,16 @@ class DropConnectLinear(StochasticModule):
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
     self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32)) if use_bias else nnx.data(None)
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.rate)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
     kernel = self.kernel[...]
     if deterministic:
-      kernel = dropout_eval(kernel, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      kernel = dropout_eval(kernel, rate, mode=self.mode, mask_bits=self.mask_bits)
     else:
-      kernel = drop_connect(key, kernel, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      kernel = drop_connect(key, kernel, rate, mode=self.mode, mask_bits=self.mask_bits)
     y = inputs @ kernel
     return y if self.bias is None else y + jnp.broadcast_to(self.bias[...], y.shape)

@@ -55,12 +55,16 @@ class Dropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.broadcast_dims, self.mode, self.mask_bits = rate, tuple(broadcast_dims), mode, mask_bits
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.rate)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
     if deterministic:
-      return dropout_eval(inputs, self.rate, mode=self.mode, mask_bits=self.mask_bits)
+      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
     return dropout(
-        key, inputs, self.rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits
+        key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits
     )
 
 
@@ -79,11 +83,15 @@ class GaussianDropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.broadcast_dims = rate, tuple(broadcast_dims)
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.rate)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
     if deterministic:
       return inputs
-    return gaussian_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims)
+    return gaussian_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims)
 
 
 class AlphaDropout(StochasticModule):
@@ -102,11 +110,15 @@ class AlphaDropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.broadcast_dims, self.mask_bits = rate, tuple(broadcast_dims), mask_bits
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.rate)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
     if deterministic:
       return inputs
-    return alpha_dropout(key, inputs, self.rate, broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits)
+    return alpha_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits)
 
 
 class DropPath(StochasticModule):
@@ -126,11 +138,15 @@ class DropPath(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.batch_axis, self.mode, self.mask_bits = rate, batch_axis, mode, mask_bits
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.rate)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
     if deterministic:
-      return dropout_eval(inputs, self.rate, mode=self.mode, mask_bits=self.mask_bits)
-    return drop_path(key, inputs, self.rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits)
+      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
+    return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits)
 
 
 class DropBlock(StochasticModule):
@@ -150,11 +166,15 @@ class DropBlock(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.block_size, self.broadcast_dims, self.mask_bits = rate, block_size, tuple(broadcast_dims), mask_bits
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.rate)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
     if deterministic:
       return inputs
     return drop_block(
-        key, inputs, self.rate, block_size=self.block_size,
+        key, inputs, rate, block_size=self.block_size,
         broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits,
     )

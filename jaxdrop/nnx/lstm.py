@@ -64,9 +64,15 @@ class LSTM(StochasticModule):
     self.recurrent_kernel = nnx.Param(recurrent_kernel_init(rngs.params(), (h, 4 * h), jnp.float32))
     self.bias = nnx.Param(bias_init(rngs.params(), (4 * h,), jnp.float32))
 
-  def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
-    deterministic, key = self.resolve(deterministic, rngs, self.dropout, self.recurrent_dropout)
-    rates = (0.0, 0.0) if deterministic else (self.dropout, self.recurrent_dropout)
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      dropout: float | jax.Array | None = None, recurrent_dropout: float | jax.Array | None = None,
+  ) -> jax.Array:
+    """Runs the layer; ``dropout`` and ``recurrent_dropout`` override the attributes for this call."""
+    dropout = self.dropout if dropout is None else dropout
+    recurrent_dropout = self.recurrent_dropout if recurrent_dropout is None else recurrent_dropout
+    deterministic, key = self.resolve(deterministic, rngs, dropout, recurrent_dropout)
+    rates = (0.0, 0.0) if deterministic else (dropout, recurrent_dropout)
     params = {"kernel": self.kernel[...], "recurrent_kernel": self.recurrent_kernel[...], "bias": self.bias[...]}
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],

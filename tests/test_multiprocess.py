@@ -1,0 +1,65 @@
+"""JAX's multi-process runtime on one machine: two processes of 2 CPU devices each, 4 global devices."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+import jaxdrop
+from jaxdrop import engine
+from jaxdrop.data import resolve_dataset
+from jaxdrop.experiments import e2_d2l_mlp
+
+DROPOUT_SHAPE = (8, 6, 5)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def train_e2(mesh, batch_invariant):
+  """E2's concise MLP on the digits, 3 epochs, data-parallel over ``mesh``; the final parameters."""
+  config = e2_d2l_mlp.E2Config(dataset="digits", batch_size=64)
+  data = resolve_dataset("digits", "fashion_mnist", None)
+  task, init = e2_d2l_mlp.build("concise", config, data)
+  result = engine.fit(task, init(engine.run_keys(0)["init"]), jaxdrop.sgd(config.lr), data, epochs=3,
+                      batch_size=config.batch_size, seed=0, quiet=True, mesh=mesh, batch_invariant=batch_invariant)
+  return result.state.params
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_two_processes(task: str, out: Path) -> dict[str, np.ndarray]:
+  port = free_port()
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multiprocess_worker.py"), str(port), str(i),
+                             task, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  logs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], "\n".join(logs)
+  return dict(np.load(out))
+
+
+def test_dropout_on_an_array_sharded_over_two_processes_equals_one_process(tmp_path):
+  result = run_two_processes("dropout", tmp_path / "dropout.npz")
+  x = np.arange(np.prod(DROPOUT_SHAPE), dtype=np.float32).reshape(DROPOUT_SHAPE)
+  np.testing.assert_array_equal(result["y"], jaxdrop.dropout(jax.random.key(0), x, 0.5))
+
+
+@pytest.mark.parametrize("batch_invariant", [False, True])
+def test_data_parallel_training_over_two_processes_ends_where_one_process_does(tmp_path, batch_invariant):
+  result = run_two_processes("train-bi" if batch_invariant else "train", tmp_path / "train.npz")
+  mesh = Mesh(np.asarray(jax.devices()[:4]), ("data",))  # the same 4 devices' worth of data parallelism
+  expected = {"/".join(jaxdrop.param_names(p)): np.asarray(leaf)
+              for p, leaf in jax.tree_util.tree_leaves_with_path(train_e2(mesh, batch_invariant))}
+  assert result.keys() == expected.keys()
+  for name, leaf in expected.items():
+    # Same batches and masks; the gradient's all-reduce over gloo sums in another order than in one process.
+    np.testing.assert_allclose(result[name], leaf, rtol=0, atol=1e-5 * float(np.abs(leaf).max()), err_msg=name)
