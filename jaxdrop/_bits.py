@@ -24,18 +24,22 @@ Partitioning: every element computes its word from its own global index
 XLA's partitioners (Shardy, JAX's default, and GSPMD) split the generator like
 any elementwise operation: each device hashes exactly the words of its own
 elements, with no communication, and a sharded mask is bitwise the unsharded
-one. Philox's 32 x 32 -> 64-bit products are written as ``uint64``
-multiplications, because ``lax.mulhi`` (which ``jax.random``'s own Philox uses)
-cannot be lowered under Shardy in jax 0.10.
+one. In a process (group) with several devices, Philox's 32 x 32 -> 64-bit
+products are written as ``uint64`` multiplications, because ``lax.mulhi``
+(which ``jax.random``'s own Philox uses) cannot be lowered under Shardy in jax
+0.10.
 
-On a one-device XLA:CPU process, outside differentiation, the ``m`` words are
-computed once into memory instead (XLA:CPU would otherwise hash a word once for
-each of its ``k`` lanes); the bits are the same.
+On a one-device process nothing is partitioned, and cheaper forms give the
+same bits: the ``m`` words are drawn as one flat stream and reshaped, with
+``lax.mulhi`` (both compile faster), and on XLA:CPU outside differentiation
+they are computed once into memory (XLA:CPU would otherwise hash a word once
+for each of its ``k`` lanes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import jax
@@ -62,8 +66,24 @@ def _wide(enabled: bool):
   return jax.enable_x64(True) if enabled and not jax.config.jax_enable_x64 else contextlib.nullcontext()
 
 
+def _unpartitioned() -> bool:
+  """True when no program can be partitioned: one device in the process (group), and one CPU device."""
+  if jax.device_count() != 1:
+    return False
+  try:
+    return len(jax.devices("cpu")) == 1  # a GPU machine may simulate several CPU devices beside its GPU
+  except RuntimeError:  # no CPU backend (JAX_PLATFORMS names others only)
+    return True
+
+
 def _mulhilo(m: np.uint32, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The low and high 32 bits of the 64-bit product ``m * x``."""
+  """The low and high 32 bits of the 64-bit product ``m * x``.
+
+  ``lax.mulhi`` where nothing can be partitioned (it compiles faster), else a ``uint64`` product, which
+  Shardy lowers; the bits are the same.
+  """
+  if _unpartitioned():
+    return x * m, lax.mulhi(x, jnp.full(jnp.shape(x), m, _U32))
   with _wide(True):
     wide = lax.convert_element_type(x, _U64) * _U64.type(m)
     hi = lax.convert_element_type(lax.shift_right_logical(wide, _U64.type(32)), _U32)
@@ -115,6 +135,7 @@ def _counters(shape: tuple[int, ...], lanes_per_word: int):
     return hi, lo, lax.convert_element_type(lane, _U32)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def random_words(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """``uint32`` words of ``shape``: the stream's word ``i`` at row-major position ``i``.
 
@@ -159,21 +180,26 @@ def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
   return words(seed)
 
 
-def _unpartitioned() -> bool:
-  """True when no program can be partitioned: the process (group) has one device."""
-  return jax.device_count() == 1
+def _lanes_flat(seed, shape, bits, materialize: bool):
+  """The lanes of ``shape`` from the stream's first ``m`` words, reshaped (one device: nothing to partition).
 
-
-def _lanes_from_memory(seed, shape, bits):
-  """The lanes of ``shape`` from materialized words (XLA:CPU, one device)."""
+  On XLA:CPU, with ``materialize``, the words are computed once into memory.
+  """
   size, lanes_per_word = math.prod(shape), 32 // bits
   count = -(-size // lanes_per_word)
-  words = _materialized_words(seed, count)
+  if lanes_per_word == 1:
+    return random_words(seed, shape)
+  if materialize:
+    words = lax.platform_dependent(seed, cpu=lambda s: _materialized_words(s, count),
+                                   default=lambda s: random_words(s, (count,)))
+  else:
+    words = random_words(seed, (count,))
   shifts = lax.broadcasted_iota(jnp.uint32, (lanes_per_word, count), 0) * jnp.uint32(bits)
   lanes = ((words[None, :] >> shifts) & jnp.uint32(2**bits - 1)).reshape(-1)
   return lanes[:size].reshape(shape)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def _lanes_elementwise(seed, shape, bits):
   """The lanes of ``shape``, each element hashing its own word (partitionable, fusible)."""
   hi, lo, lane = _counters(shape, 32 // bits)
@@ -226,9 +252,8 @@ def bernoulli_lanes(
     materialize: on a one-device XLA:CPU process, compute the random words
       once into a temporary buffer (``bits / 8`` bytes per element; faster)
       instead of rehashing a word for each of its lanes inside the consumer
-      (no buffer). The bits are the same either way; elsewhere (other
-      backends, several devices, where the mask may be partitioned) the
-      elementwise form is always used.
+      (no buffer). The bits are the same either way; with several devices
+      (where the mask may be partitioned) each element always hashes its own.
 
   Returns:
     The mask; elements are independent, and bitwise the same for the same seed.
@@ -236,11 +261,10 @@ def bernoulli_lanes(
   shape = tuple(shape)
   if math.prod(shape) == 0:
     return jnp.zeros(shape, jnp.bool_)
-  elementwise = lambda s: _lanes_elementwise(s, shape, bits)
-  if materialize and bits < 32 and _unpartitioned():
-    lanes = lax.platform_dependent(seed, cpu=lambda s: _lanes_from_memory(s, shape, bits), default=elementwise)
+  if _unpartitioned():
+    lanes = _lanes_flat(seed, shape, bits, materialize)
   else:
-    lanes = elementwise(seed)
+    lanes = _lanes_elementwise(seed, shape, bits)
   return lanes < jnp.asarray(threshold, jnp.uint32)
 
 

@@ -482,8 +482,9 @@ def fit_seeds(
 
 
 def _fit(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=True, path="auto",
-            eval_every=1, eval_train=False, quiet=False, description="", batch_invariant=False, mesh=None,
-            checkpoints=None, resume=False, compiler_options="auto"):
+         eval_every=1, eval_train=False, quiet=False, description="", batch_invariant=False, mesh=None,
+         checkpoints=None, resume=False, compiler_options="auto"):
+  """:func:`fit` for one run (``batched=False``) or :func:`fit_seeds` (a leading runs axis)."""
   # Batched keys come from vmap: jnp.stack of typed keys trips jax's key-reuse checker.
   keys = jax.vmap(run_keys)(jnp.asarray(seeds)) if batched else run_keys(seeds[0])
   shuffle_keys, dropout_keys = keys["shuffle"], keys["dropout"]

@@ -76,6 +76,12 @@ CLI_VALUES = [  # checked before anything is created: exit 2, one line
     ("zero seeds", ["--seeds", "0"], "--seeds must be a positive integer, got 0"),
     ("more devices than exist", ["--devices", "64"], "XLA_FLAGS=--xla_force_host_platform_device_count=64"),
     ("--resume without --out", ["--resume"], "--resume needs --out DIR"),
+    ("--num-processes without --coordinator", ["--num-processes", "2"], "need --coordinator HOST:PORT"),
+    ("--coordinator alone", ["--coordinator", "127.0.0.1:1"], "--coordinator needs --num-processes N and"),
+    ("process id out of range", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0..1"),
+    ("checkpoints across processes", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0",
+                                      "--checkpoint-every", "5"], "not supported across several processes"),
 ]
 
 

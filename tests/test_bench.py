@@ -60,6 +60,9 @@ def fake_results():
                {"model": "E4 CNN", "variant": "PyTorch eager (torch)", "ms_per_step": 30.0}],
       "memory": [{"model": "E2", "variant": "no dropout", "temp_bytes": 2 << 20},
                  {"model": "E2", "variant": "flax.linen.Dropout", "temp_bytes": 4 << 20}],
+      "attention": [{"length": 256, "broadcast_dropout": False, "variant": v, "ms": ms, "temp_bytes": mib << 20}
+                    for v, ms, mib in (("jaxdrop.attention (key-only mask)", 50.0, 84),
+                                       ("flax attention dropout", 100.0, 108), ("no dropout", 40.0, 80))],
   }
 
 
@@ -70,6 +73,17 @@ def test_render_states_the_ratios_the_targets_are_written_in():
   assert "| E3 | 4 | 3.00 | 0.750 | 1.50 |" in md
   assert "| E2 | flax.linen.Dropout | 4.00 | +2.00 | +100.0% |" in md
   assert "| E4 CNN | jaxdrop engine (loop, chosen) | 27.0 | 0.90 |" in md
+  assert "| 256 | per example and head | jaxdrop.attention (key-only mask) | 50.0 | 2.00 | 84.0 | +5.0% |" in md
+
+
+def test_attention_section_measures_each_variant_and_key_only_memory_is_lowest_with_dropout():
+  rows = bench.bench_attention(lengths=(64,), reps=1, batch=2, heads=2, depth=16)
+  assert {(r["broadcast_dropout"], r["variant"]) for r in rows} == {
+      (b, v) for b in (False, True) for v in bench.ATTENTION_VARIANTS}
+  for broadcast in (False, True):
+    memory = {r["variant"]: r["temp_bytes"] for r in rows if r["broadcast_dropout"] == broadcast}
+    assert memory["jaxdrop.attention (key-only mask)"] < memory["flax attention dropout"]
+    assert all(r["ms"] > 0 for r in rows)
 
 
 def test_cli_bench_writes_json_and_markdown(tmp_path, capsys, monkeypatch):

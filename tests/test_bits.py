@@ -134,16 +134,44 @@ def test_generator_fold_in_seed_and_64_bit_draws_are_jax_random_philox():
     same_draws(lambda k: jax.random.normal(k, (9,), jnp.float64), s)
 
 
-def test_no_mulhi_anywhere_in_a_mask():
+@pytest.fixture
+def retrace():
+  """The generator's helpers are jitted: trace them again under a patched mode (and after it)."""
+  jax.clear_caches()
+  yield
+  jax.clear_caches()
+
+
+def test_no_mulhi_in_a_mask_that_may_be_partitioned(monkeypatch, retrace):
+  monkeypatch.setattr(_bits, "_unpartitioned", lambda: False)  # as in a process with several devices
   mask = jax.make_jaxpr(lambda s: _bits.bernoulli_lanes(s, (64, 3), 30000, 16, materialize=False))(seed(8))
   words = jax.make_jaxpr(lambda s: _bits.random_words(s, (10,)))(seed(8))
   assert "mulhi" not in str(mask) and "mulhi" not in str(words)
 
 
+@pytest.mark.parametrize("partitioned", [False, True])
 @pytest.mark.parametrize("bits", [8, 16, 32])
-def test_64_bit_element_indices_give_the_same_masks(bits, monkeypatch):
+def test_64_bit_element_indices_give_the_same_masks(bits, partitioned, monkeypatch, retrace):
   # Masks of more than 2**32 elements index them with uint64; force that path on a small shape.
+  monkeypatch.setattr(_bits, "_unpartitioned", lambda: not partitioned)
   s = seed(10)
   expected = _bits.bernoulli_lanes(s, (5, 37), 2**bits // 3, bits, materialize=False)
   monkeypatch.setattr(_bits, "_WIDE_ABOVE", 0)
+  jax.clear_caches()
+  wide = jax.make_jaxpr(lambda s: _bits.bernoulli_lanes(s, (5, 37), 2**bits // 3, bits, materialize=False))(s)
+  assert "u64" in str(wide)  # the 64-bit path ran
   np.testing.assert_array_equal(_bits.bernoulli_lanes(s, (5, 37), 2**bits // 3, bits, materialize=False), expected)
+
+
+def test_both_forms_of_the_64_bit_product_agree(monkeypatch):
+  # One device: lax.mulhi; several: a uint64 product (which Shardy can lower).
+  x = jax.random.bits(jax.random.key(11), (1000,), jnp.uint32)
+  x = jnp.concatenate([x, jnp.array([0, 1, 2**32 - 1, 2**31], jnp.uint32)])
+  forms = []
+  for one in (True, False):
+    monkeypatch.setattr(_bits, "_unpartitioned", lambda one=one: one)
+    forms.append(_bits._mulhilo(_bits._M0, x))
+  np.testing.assert_array_equal(forms[0][1], forms[1][1])
+  np.testing.assert_array_equal(forms[0][0], forms[1][0])
+  expected = (np.asarray(x, np.uint64) * np.uint64(_bits._M0)) >> np.uint64(32)
+  np.testing.assert_array_equal(forms[1][1], expected.astype(np.uint32))

@@ -1,4 +1,4 @@
-"""The seven experiments end to end (short runs), their records and acceptance figures."""
+"""The experiments end to end (short runs), their records and acceptance figures."""
 
 import json
 
@@ -19,7 +19,8 @@ def check_record(out, name):
   for figure in record["figures"]:
     assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   for run in record["runs"]:
-    assert len(run["param_sha256"]) == 64 and run["execution"]["path"] in ("scan", "loop")
+    hashes = run["param_sha256"] if "seeds" in run else [run["param_sha256"]]  # one per seed
+    assert all(len(h) == 64 for h in hashes) and run["execution"]["path"] in ("scan", "loop")
   return record
 
 
@@ -72,11 +73,25 @@ def test_e5_runs_offline(tmp_path):
   assert "row" in record["dataset"]["note"]
 
 
-@pytest.mark.parametrize("name", ["e6", "e7"])
+@pytest.mark.parametrize("name", ["e6", "e7", "e8"])
 def test_offline_experiments_run(small_records, name):
   root, records = small_records
   check_record(root / name, name)
   assert records[name]["runs"]
+
+
+def test_e8_compares_jaxdrop_with_flax_over_seeds_with_step_costs(small_records):
+  _, records = small_records
+  runs = {r["name"]: r for r in records["e8"]["runs"]}
+  assert set(runs) == {"jaxdrop", "flax"}
+  for run in runs.values():
+    summary = run["summary"]["test_acc"]
+    assert run["seeds"] == [0, 1] and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    assert run["cost"]["step_ms"] > 0 and run["cost"]["temp_mib"] > 0
+    assert run["execution"]["path"] == "scan"
+  # key-only attention dropout: one train step needs less compiled memory than with Flax's dropout
+  assert runs["jaxdrop"]["cost"]["temp_mib"] < runs["flax"]["cost"]["temp_mib"]
+  assert runs["jaxdrop"]["param_sha256"] != runs["flax"]["param_sha256"]
 
 
 def test_bad_options_are_config_errors():
@@ -84,6 +99,8 @@ def test_bad_options_are_config_errors():
     run_experiment("e3", "/nonexistent", epoch=3)
   with pytest.raises(ConfigError, match="--dropout1 must be a drop probability"):
     run_experiment("e2", "/nonexistent", dropout1=1.5)
-  with pytest.raises(ConfigError, match="unknown experiment 'e8'; choose one of e1, e2"):
-    run_experiment("e8", "/nonexistent")
-  assert sorted(EXPERIMENTS) == [f"e{i}" for i in range(1, 8)]
+  with pytest.raises(ConfigError, match="unknown experiment 'e9'; choose one of e1, e2"):
+    run_experiment("e9", "/nonexistent")
+  with pytest.raises(ConfigError, match="--dataset: invalid choice 'breast_cancer'"):
+    run_experiment("e8", "/nonexistent", dataset="breast_cancer")
+  assert sorted(EXPERIMENTS) == [f"e{i}" for i in range(1, 9)]

@@ -30,8 +30,9 @@ def record(out):
 
 def test_same_seed_gives_bitwise_identical_parameters_in_separate_processes(tmp_path):
   runs = []
-  for i in range(2):
-    run_cli(*DIGITS_E2, "--epochs", "2", "--out", str(tmp_path / f"run{i}"))
+  for i in range(2):  # each process compiles its own programs (not from the tests' compilation cache)
+    run_cli(*DIGITS_E2, "--epochs", "2", "--out", str(tmp_path / f"run{i}"),
+            env={"JAX_ENABLE_COMPILATION_CACHE": "false"})
     runs.append(record(tmp_path / f"run{i}")["runs"])
   hashes = [[r["param_sha256"] for r in rs] for rs in runs]
   assert hashes[0] == hashes[1] and len(set(hashes[0])) == 2  # scratch and concise, both with dropout

@@ -1,4 +1,4 @@
-"""The seven experiments of SPEC.md, each a config dataclass and a run function."""
+"""The experiments, each a config dataclass and a run function: the seven of the source tutorials and E8."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from jaxdrop.experiments import (
     e5_lstm,
     e6_small_nets,
     e7_penalties,
+    e8_vit,
 )
 from jaxdrop.experiments._common import Config, Emit, Experiment, RunRecord
 from jaxdrop.errors import ConfigError
@@ -23,7 +24,7 @@ __all__ = ["EXPERIMENTS", "Config", "Experiment", "get", "run_experiment"]
 
 EXPERIMENTS: dict[str, Experiment] = {
     m.EXPERIMENT.name: m.EXPERIMENT
-    for m in (e1_mnist_mlp, e2_d2l_mlp, e3_weight_decay, e4_cnn, e5_lstm, e6_small_nets, e7_penalties)
+    for m in (e1_mnist_mlp, e2_d2l_mlp, e3_weight_decay, e4_cnn, e5_lstm, e6_small_nets, e7_penalties, e8_vit)
 }
 
 
@@ -41,7 +42,7 @@ def run_experiment(
   """Runs an experiment into ``out_dir`` (which must exist) and returns its record.
 
   Args:
-    name: an experiment name (``e1`` ... ``e7``).
+    name: an experiment name (``e1`` ... ``e8``).
     out_dir: output folder for ``record.json`` and the PNGs.
     emit: receives the summary lines (default: logging).
     quiet: no progress bar.

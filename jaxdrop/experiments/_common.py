@@ -103,8 +103,6 @@ class Config:
           if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ConfigError(f"{flag} must be a finite number >= 0, got {value!r}.")
     if self.devices != 1:
-      if self.seeds > 1:
-        raise ConfigError("--seeds > 1 trains the seeds vmapped on one device; use --devices 1 with it.")
       available = len(jax.devices())
       devices = self.devices or available
       if devices > available:
@@ -200,7 +198,8 @@ def train_run(
 
   One seed is trained by :func:`~jaxdrop.engine.fit`, several by
   :func:`~jaxdrop.engine.fit_seeds` (vmapped, each seed's result equal to
-  that seed run alone). Checkpoints go to ``record.out_dir/checkpoints/NAME``.
+  that seed run alone), or one after the other when each run is data-parallel
+  (``--devices``). Checkpoints go to ``record.out_dir/checkpoints/NAME``.
 
   Args:
     name: the run's name in the record (and its checkpoint folder).
@@ -243,9 +242,12 @@ def train_run(
       batch_invariant=config.batch_invariant_masks, checkpoints=checkpoints, resume=config.resume,
       compiler_options="auto" if config.tuned_xla else None, **fit_kwargs,
   )
-  if len(seeds) == 1:
-    results = [engine.fit(task, init(engine.run_keys(config.seed)["init"]), tx, data, seed=config.seed,
-                          mesh=mesh_for(config), **options)]
+  mesh = mesh_for(config)
+  if len(seeds) == 1 or mesh is not None:
+    if len(seeds) > 1 and checkpoints is not None:
+      raise ConfigError("--checkpoint-every and --resume take one seed at a time with --devices; use --seeds 1.")
+    results = [engine.fit(task, init(engine.run_keys(seed)["init"]), tx, data, seed=seed, mesh=mesh, **options)
+               for seed in seeds]
   else:
     results = engine.fit_seeds(task, init, tx, data, seeds=seeds, **options)
   entries = [{**run_entry(name, r), "seed": s} for s, r in zip(seeds, results, strict=True)]

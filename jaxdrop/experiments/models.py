@@ -14,7 +14,7 @@ from jaxdrop import linen as jdl
 from jaxdrop.conv import conv_general_dilated
 from jaxdrop.pooling import max_pool
 
-__all__ = ["CNN", "MLP", "MatConvNet", "StackedLSTM", "init_scratch_mlp", "scratch_mlp", "torch_linear_init"]
+__all__ = ["CNN", "MLP", "MatConvNet", "StackedLSTM", "ViT", "init_scratch_mlp", "scratch_mlp", "torch_linear_init"]
 
 # PyTorch's default nn.Linear/nn.Conv2d weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_linear_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -170,3 +170,75 @@ class MatConvNet(nn.Module):
     x = conv(x, 512, 4)
     x = nn.Conv(self.num_classes, (1, 1), kernel_init=he_init)(x)
     return jnp.mean(x, axis=(1, 2))
+
+
+class ViTBlock(nn.Module):
+  """A pre-norm transformer block: ``x + drop_path(drop(attention(norm(x))))``, then the same with an MLP.
+
+  ``impl="jaxdrop"`` uses :mod:`jaxdrop`'s attention dropout (key-only), :class:`jaxdrop.linen.Dropout`
+  and :class:`jaxdrop.linen.DropPath`; ``impl="flax"`` builds the same block from Flax's own dropout:
+  ``nn.dot_product_attention``'s and ``nn.Dropout`` (drop-path as ``nn.Dropout(broadcast_dims=(1, 2))``,
+  one draw per example, as big_vision does).
+  """
+
+  heads: int
+  mlp_dim: int
+  dropout: float
+  attention_dropout: float
+  drop_path: float
+  impl: str = "jaxdrop"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    det = not train
+    if self.impl == "jaxdrop":
+      attention_fn, drop = jaxdrop.attention.dot_product_attention, jdl.Dropout
+      path = lambda y: jdl.DropPath(self.drop_path)(y, deterministic=det)
+    else:
+      attention_fn, drop = nn.dot_product_attention, nn.Dropout
+      path = lambda y: nn.Dropout(self.drop_path, broadcast_dims=(1, 2))(y, deterministic=det)
+    y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dropout_rate=self.attention_dropout,
+                                        broadcast_dropout=False, attention_fn=attention_fn)(nn.LayerNorm()(x),
+                                                                                            deterministic=det)
+    x = x + path(drop(self.dropout)(y, deterministic=det))
+    y = nn.gelu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x)))
+    y = nn.Dense(x.shape[-1])(drop(self.dropout)(y, deterministic=det))
+    return x + path(drop(self.dropout)(y, deterministic=det))
+
+
+class ViT(nn.Module):
+  """A small Vision Transformer (Dosovitskiy et al., 2021) for NHWC images.
+
+  Non-overlapping ``patch x patch`` patches, linearly embedded, a class token
+  and learned position embeddings, ``depth`` pre-norm blocks with attention
+  dropout, residual dropout and stochastic depth rising linearly over the
+  blocks to ``drop_path`` (:func:`jaxdrop.drop_path_rates`), a final norm and
+  a linear head on the class token. ``impl`` picks jaxdrop's or Flax's dropout
+  (see :class:`ViTBlock`); the parameters are the same either way.
+  """
+
+  patch: int = 2
+  dim: int = 64
+  depth: int = 4
+  heads: int = 4
+  mlp_dim: int = 128
+  num_classes: int = 10
+  dropout: float = 0.1
+  attention_dropout: float = 0.1
+  drop_path: float = 0.1
+  impl: str = "jaxdrop"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    b, h, w, c = x.shape
+    p = self.patch
+    patches = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, p * p * c)
+    x = nn.Dense(self.dim, name="embed")(patches)
+    cls = self.param("cls", nn.initializers.zeros, (1, 1, self.dim))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.dim)), x], axis=1)
+    x = x + self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], self.dim))
+    drop = jdl.Dropout if self.impl == "jaxdrop" else nn.Dropout
+    x = drop(self.dropout)(x, deterministic=not train)
+    for rate in jaxdrop.drop_path_rates(self.drop_path, self.depth):
+      x = ViTBlock(self.heads, self.mlp_dim, self.dropout, self.attention_dropout, rate, self.impl)(x, train)
+    return nn.Dense(self.num_classes, name="head")(nn.LayerNorm()(x)[:, 0])
