@@ -11,6 +11,7 @@ temporary memory of one train step and its time, measured side by side.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 
 import jax
@@ -68,13 +69,15 @@ def step_costs(steps, data, batch_size: int, reps: int = 10) -> dict[str, dict[s
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   indices, weights = engine.batch_plan(None, len(data.y_train), batch_size)
   key = engine.run_keys(0)["dropout"]
-  compiled, calls = {}, {}
+  lowered, states = {}, {}
   for version, (task, init, tx) in steps.items():
-    state = engine.TrainState.create(apply_fn=task.apply, params=init(jax.random.key(0)), tx=tx)
-    compiled[version] = jax.jit(engine.make_train_step(task)).lower(state, x, y, indices[0], weights[0],
-                                                                    key).compile()
-    calls[version] = lambda c=compiled[version], s=state: jax.block_until_ready(c(s, x, y, indices[0], weights[0],
-                                                                                   key))
+    states[version] = engine.TrainState.create(apply_fn=task.apply, params=init(jax.random.key(0)), tx=tx)
+    lowered[version] = jax.jit(engine.make_train_step(task)).lower(states[version], x, y, indices[0], weights[0],
+                                                                   key)
+  with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:  # XLA compiles on the other core meanwhile
+    compiled = dict(zip(lowered, pool.map(lambda program: program.compile(), lowered.values())))
+  calls = {v: (lambda c=c, s=states[v]: jax.block_until_ready(c(s, x, y, indices[0], weights[0], key)))
+           for v, c in compiled.items()}
   with jax.debug_key_reuse(False):  # the same step, repeated on purpose
     medians = interleaved_medians(calls, reps)
   return {v: {"step_ms": medians[v] * 1e3, "temp_mib": compiled[v].memory_analysis().temp_size_in_bytes / 2**20}
