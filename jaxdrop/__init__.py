@@ -12,7 +12,7 @@ from jaxdrop.drop_path import drop_path
 from jaxdrop.dropout import dropout, dropout_eval, keep_probability
 from jaxdrop.gaussian_dropout import gaussian_dropout
 from jaxdrop.lstm import init_lstm_params, lstm
-from jaxdrop.max_norm import max_norm, max_norm_projection
+from jaxdrop.max_norm import fan_in_axes, max_norm, max_norm_projection
 from jaxdrop.mc_dropout import MCDropoutPrediction, mc_dropout
 from jaxdrop.param_masks import all_params, decay_mask, param_names, resolve_mask, weights_only
 from jaxdrop.penalties import elastic_net_penalty, l1_penalty, l2_norm_penalty, l2_penalty
@@ -38,6 +38,7 @@ __all__ = [
     "dropout_eval",
     "early_dropout",
     "elastic_net_penalty",
+    "fan_in_axes",
     "gaussian_dropout",
     "init_lstm_params",
     "keep_probability",

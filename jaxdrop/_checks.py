@@ -70,7 +70,8 @@ def check_rate(
   if isinstance(rate, numbers.Real):
     value = float(rate)
   elif hasattr(rate, "dtype") and hasattr(rate, "shape"):
-    if not np.issubdtype(np.dtype(rate.dtype), np.number) or np.iscomplexobj(rate):
+    real = jnp.issubdtype(rate.dtype, jnp.floating) or jnp.issubdtype(rate.dtype, jnp.integer)  # bfloat16 too
+    if not real or jnp.issubdtype(rate.dtype, jnp.bool_):
       raise TypeError(f"{name} must be a real number ({meaning}), got dtype {rate.dtype}.")
     if np.ndim(rate) != 0:
       raise ValueError(f"{name} must be a scalar, got an array of shape {np.shape(rate)}.")
@@ -84,6 +85,19 @@ def check_rate(
         f"{name} must be in {interval}: it is {meaning}; got {name}={rate!r}."
     )
   return value
+
+
+def concrete_scalar(value: Any) -> float | None:
+  """``value`` as a Python float when it is a real scalar known at trace time (Python, NumPy or a
+  committed 0-d JAX array), else ``None`` (a traced value, a schedule, ...)."""
+  if isinstance(value, (bool, np.bool_)):
+    return None
+  if isinstance(value, (numbers.Real, np.number)):
+    return float(value)
+  if isinstance(value, (np.ndarray, jax.Array)) and is_concrete(value) and np.ndim(value) == 0:
+    if np.issubdtype(np.dtype(value.dtype), np.number) and not np.iscomplexobj(value):
+      return float(value)
+  return None
 
 
 def check_floating(x: Any, *, name: str = "x") -> jax.Array:
@@ -121,8 +135,8 @@ def check_key(key: Any, *, fn: str) -> jax.Array:
       )
     return key
   if dtype == jnp.uint32 and np.ndim(key) >= 1:
-    if np.ndim(key) == 1:  # a legacy jax.random.PRNGKey
-      return key
+    if np.ndim(key) == 1:  # a legacy jax.random.PRNGKey: raw key data
+      return _wrap_legacy(key, fn)
     raise ValueError(
         f"{fn} takes one PRNG key, got a raw key array of shape {np.shape(key)};"
         " map over several keys with jax.vmap."
@@ -133,14 +147,32 @@ def check_key(key: Any, *, fn: str) -> jax.Array:
   )
 
 
-def check_broadcast_dims(broadcast_dims: Sequence[int], ndim: int) -> tuple[int, ...]:
-  """Normalizes ``broadcast_dims`` to sorted non-negative axes of an ``ndim`` array.
+def _wrap_legacy(key: jax.Array, fn: str) -> jax.Array:
+  """Raw key data as a typed key: the default implementation's when the shape is its, else by shape
+  (``uint32[2]``: threefry, ``uint32[4]``: rbg, as ``jax.random.PRNGKey(seed, impl=...)`` makes them)."""
+  default_shape = jax.random.key_data(jax.random.key(0)).shape
+  if key.shape == default_shape:
+    return jax.random.wrap_key_data(key)
+  by_shape = {(2,): "threefry2x32", (4,): "rbg"}
+  if key.shape in by_shape:
+    return jax.random.wrap_key_data(key, impl=by_shape[key.shape])
+  raise ValueError(f"{fn} got raw key data of shape {key.shape}, which no PRNG implementation uses; pass"
+                   " jax.random.key(seed) (or raw data of shape (2,) or (4,)).")
+
+
+def check_broadcast_dims(broadcast_dims: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
+  """Normalizes ``broadcast_dims`` (axes, or one axis) to sorted non-negative axes of an ``ndim`` array.
 
   Raises:
     ValueError: if an axis is out of range or repeated.
     TypeError: if an entry is not an integer.
   """
-  dims = tuple(broadcast_dims)
+  if isinstance(broadcast_dims, (int, np.integer)) and not isinstance(broadcast_dims, bool):
+    broadcast_dims = (broadcast_dims,)
+  try:
+    dims = tuple(broadcast_dims)
+  except TypeError:
+    raise TypeError(f"broadcast_dims must be a sequence of axes (or one axis), got {broadcast_dims!r}.") from None
   out = []
   for d in dims:
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)):
@@ -163,6 +195,8 @@ def check_mode(mode: str) -> str:
 
 
 def check_mask_bits(mask_bits: int) -> int:
+  if isinstance(mask_bits, bool) or not isinstance(mask_bits, (int, np.integer)):
+    raise TypeError(f"mask_bits must be an int, one of {MASK_BITS}, got mask_bits={mask_bits!r}.")
   if mask_bits not in MASK_BITS:
     raise ValueError(f"mask_bits must be one of {MASK_BITS}, got mask_bits={mask_bits!r}.")
   return int(mask_bits)

@@ -7,6 +7,13 @@ between the forward and backward passes. The gradient is
 bitwise the same as differentiating the stored-mask version
 (:func:`masked_affine_stored`, kept for tests and benchmarks).
 
+Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which a
+``custom_vjp`` does not support, is detected from the input's tracers and
+takes the stored-mask formulation, whose plain autodiff supports every mode
+(and gives the same values). One case cannot be detected: ``jax.jvp`` of a
+function that was ``jax.jit``-compiled before the ``jvp`` (jit inside jvp); put
+the ``jit`` outside (``jax.jit(jax.jvp(...))``) there.
+
 Memory: outside differentiation the random words are materialized on CPU
 (faster, a transient ``bits / 8`` bytes per element); under differentiation
 both passes hash them inside their fusions, so a train step needs no buffer
@@ -88,4 +95,27 @@ def masked_affine(seed, x, threshold, scale, shift=None, fill=None, *, mask_shap
     ``shift`` or ``fill`` (their cotangents are zero).
   """
   threshold = jnp.asarray(np.uint32(threshold) if isinstance(threshold, int) else threshold, jnp.uint32)
+  if _in_forward_mode(x):
+    return masked_affine_stored(seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits,
+                                materialize=False)
   return _masked_affine(seed, x, threshold, scale, shift, fill, mask_shape, bits)
+
+
+def _in_forward_mode(x) -> bool:
+  """Whether ``x`` carries a forward-mode tangent (``jax.jvp``) at any level of its trace stack.
+
+  Walks the tracers' private ``primal``/``val`` links (jax's ``JVPTracer``,
+  ``LinearizeTracer``, ``BatchTracer``); where jax changes them, it answers
+  ``False`` and the custom_vjp path (and jax's own error) applies.
+  """
+  try:
+    from jax._src.interpreters.ad import JVPTracer
+  except ImportError:  # pragma: no cover - a jax without it
+    return False
+  for _ in range(32):
+    if isinstance(x, JVPTracer):
+      return True
+    if not isinstance(x, jax.core.Tracer):
+      return False
+    x = getattr(x, "primal", None) if hasattr(x, "primal") else getattr(x, "val", None)
+  return False

@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import errno
 import logging
+import os
+import signal
 import sys
 import tempfile
+import threading
 import types
 import typing
 from pathlib import Path
@@ -150,9 +154,22 @@ def _list() -> int:
   return 0
 
 
+def _check_backend() -> None:
+  """Starts JAX's backend before any folder is made: a platform that is not there is a one-line error."""
+  import jax
+
+  try:
+    jax.devices()
+  except RuntimeError as e:
+    platforms = os.environ.get("JAX_PLATFORMS")
+    hint = f"JAX_PLATFORMS={platforms!r} asks for it; unset JAX_PLATFORMS" if platforms else "install its jaxlib plugin"
+    raise ConfigError(f"JAX cannot start its backend ({str(e).splitlines()[0][:160]}); {hint}, or run on"
+                      " a machine that has that device.") from None
+
+
 def _run(args: argparse.Namespace) -> int:
-  from jaxdrop.experiments import get, run_experiment
-  from jaxdrop.records import prepare_output_dir
+  from jaxdrop.experiments import get, result_options, run_experiment
+  from jaxdrop.run_folder import open_run_folder
 
   experiment = get(args.name)
   options = {f.name: getattr(args, f.name) for f in dataclasses.fields(experiment.config)}
@@ -160,7 +177,8 @@ def _run(args: argparse.Namespace) -> int:
   config = experiment.config(**options)
   if config.resume and args.out is None:
     raise ConfigError("--resume needs --out DIR: the folder of the run to continue.")
-  _start_distributed(args)
+  _start_distributed(args)  # before anything starts JAX's backend
+  _check_backend()
   config.validate()  # before creating the output folder
   import jax
 
@@ -168,34 +186,67 @@ def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=f"jaxdrop-process{jax.process_index()}-") as scratch:
       run_experiment(args.name, scratch, emit=lambda line: None, quiet=True, **options)
     return 0
-  out = prepare_output_dir(args.out or _default_out(args.name), overwrite=args.overwrite, resume=config.resume)
-  record = run_experiment(args.name, out, emit=print, quiet=args.quiet, **options)
-  print(f"wrote {out / 'record.json'} and {', '.join(record['figures'])} ({record['wall_time_s']:.1f} s)")
+  folder = open_run_folder(args.out or _default_out(args.name), kind=args.name, options=result_options(config),
+                           overwrite=args.overwrite, resume=config.resume)
+  try:
+    record = run_experiment(args.name, folder.path, emit=print, quiet=args.quiet, **options)
+  except ConfigError:  # found before anything was computed: leave the folder as it was
+    folder.abandon()
+    raise
+  finally:
+    folder.release()
+  print(f"wrote {folder.path / 'record.json'} and {', '.join(record['figures'])} ({record['wall_time_s']:.1f} s)")
   return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-  from jaxdrop.records import prepare_output_dir
   from jaxdrop.reproduce import reproduce
+  from jaxdrop.run_folder import open_run_folder
 
   if args.seeds < 1:
     raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}.")
-  out = prepare_output_dir(args.out or _default_out("reproduce"), overwrite=args.overwrite)
-  report = reproduce(out, seeds=args.seeds, emit=print, quiet=args.quiet)
+  _check_backend()
+  with open_run_folder(args.out or _default_out("reproduce"), kind="reproduce", options={"seeds": args.seeds},
+                       overwrite=args.overwrite) as folder:
+    report = reproduce(folder.path, seeds=args.seeds, emit=print, quiet=args.quiet)
   print(f"wrote {report}")
   return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
   from jaxdrop.bench import run_bench
-  from jaxdrop.records import prepare_output_dir
+  from jaxdrop.run_folder import open_run_folder
 
   if args.reps < 1:
     raise ConfigError(f"--reps must be a positive integer, got {args.reps}.")
-  out = prepare_output_dir(args.out or _default_out("bench"), overwrite=args.overwrite)
+  _check_backend()
   emit = (lambda line: None) if args.quiet else print
-  print(f"wrote {run_bench(out, args.sections, reps=args.reps, emit=emit)}")
+  with open_run_folder(args.out or _default_out("bench"), kind="bench", overwrite=args.overwrite) as folder:
+    print(f"wrote {run_bench(folder.path, args.sections, reps=args.reps, emit=emit)}")
   return 0
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM, handled as Ctrl-C: the run stops, its record says so, its checkpoints stay."""
+
+  def __init__(self, signum: int):
+    super().__init__(f"stopped by signal {signal.Signals(signum).name}")
+    self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+  raise Terminated(signum)
+
+
+def _disk_full(error: BaseException) -> bool:
+  """Whether ``error`` (or an error it wraps, as orbax does) is ENOSPC."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("jaxdrop").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+  in_main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
   try:
     if args.command == "list":
       return _list()
@@ -217,9 +270,21 @@ def main(argv: list[str] | None = None) -> int:
   except (JaxdropError, PermissionError) as e:
     print(f"jaxdrop: error: {e}", file=sys.stderr)
     return 1
-  except KeyboardInterrupt:
-    print("jaxdrop: interrupted (the run's record.json says so)", file=sys.stderr)
-    return 130
+  except KeyboardInterrupt as e:
+    signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+    print(f"jaxdrop: {'interrupted' if signum == signal.SIGINT else 'terminated'} (the run's record.json says so;"
+          " continue it with --resume if it saved checkpoints)", file=sys.stderr)
+    return 128 + signum
+  except Exception as e:
+    if not _disk_full(e):
+      raise
+    out = getattr(args, "out", None) or "the output folder"
+    print(f"jaxdrop: error: no space left on the device holding {out}; free some space and continue the run with"
+          " --resume (its last complete checkpoint is kept).", file=sys.stderr)
+    return 1
+  finally:
+    if in_main_thread:
+      signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

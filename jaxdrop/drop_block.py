@@ -93,6 +93,8 @@ def drop_block(
     if rate == 1.0:
       return jnp.zeros_like(x)
   key = _checks.check_key(key, fn="jaxdrop.drop_block")
+  if x.size == 0:  # an empty map (0 x 0, or no channels): nothing to drop
+    return x
 
   n, height, width, c = x.shape
   b = min(block_size, height, width)

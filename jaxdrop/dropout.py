@@ -53,7 +53,8 @@ def keep_probability(rate, *, mask_bits: int = 16):
     mask_bits: 8, 16 or 32.
 
   Returns:
-    A float (or a traced scalar for a traced ``rate``).
+    A float (or a traced scalar for a traced ``rate``: NaN when that rate is
+    outside ``[0, 1]``).
 
   Example:
     >>> import jaxdrop
@@ -61,7 +62,8 @@ def keep_probability(rate, *, mask_bits: int = 16):
     (0.7, 0.69921875)
   """
   rate = _checks.check_rate(rate)
-  return keep_for(rate, _checks.check_mask_bits(mask_bits)).probability
+  keep = keep_for(rate, _checks.check_mask_bits(mask_bits))
+  return keep.probability if isinstance(keep.valid, bool) else jnp.where(keep.valid, keep.probability, jnp.nan)
 
 
 def check_common(x, rate, mode, mask_bits):
@@ -197,7 +199,8 @@ def dropout_eval(
     mask_bits: the mask precision used in training.
 
   Returns:
-    ``x`` (inverted) or ``x * keep_probability`` (classic).
+    ``x`` (inverted) or ``x * keep_probability`` (classic); NaN for a traced
+    ``rate`` outside ``[0, 1]``.
 
   Example:
     >>> import jax.numpy as jnp
@@ -206,9 +209,9 @@ def dropout_eval(
     Array([0.75, 0.75, 0.75], dtype=float32)
   """
   x, rate = check_common(x, rate, mode, mask_bits)
-  if mode == "inverted":
-    return x
   keep = keep_for(rate, mask_bits)
+  if mode == "inverted":  # the identity, or NaN for an invalid traced rate
+    return x if isinstance(keep.valid, bool) else jnp.where(keep.valid, x, jnp.nan).astype(x.dtype)
   compute_dtype = _checks.compute_dtype(x.dtype)
   prob = jnp.asarray(keep.probability, compute_dtype)
   if not isinstance(keep.valid, bool):

@@ -30,7 +30,7 @@ import optax
 from flax.training.train_state import TrainState
 from tqdm.auto import tqdm
 
-from jaxdrop.checkpoints import Checkpoints
+from jaxdrop.checkpoints import CheckpointMismatchError, Checkpoints
 from jaxdrop.errors import JaxdropError
 
 __all__ = [
@@ -522,6 +522,12 @@ def _fit(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=
       order = _empty_history(task)  # JSON may have sorted the keys
       progress["histories"] = [{k: h[k] for k in order} for h in progress["histories"]]
       resumed_from = int(np.max(state.step))
+      if progress["epoch"] - 1 > epochs:
+        raise CheckpointMismatchError(
+            f"the checkpoint at step {resumed_from} in {checkpoints.directory} has trained"
+            f" {progress['epoch'] - 1} epochs, more than epochs={epochs}: resume with --epochs"
+            f" {progress['epoch'] - 1} or more (a run does not shrink)."
+        )
       if mesh is not None:
         state = jax.device_put(state, replicated)
   histories = progress["histories"]

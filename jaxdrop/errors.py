@@ -1,6 +1,7 @@
 """Errors that the command line reports in one line (no traceback)."""
 
-__all__ = ["ConfigError", "DatasetCorruptError", "DatasetUnavailableError", "JaxdropError", "OutputExistsError"]
+__all__ = ["ConfigError", "DatasetCorruptError", "DatasetUnavailableError", "JaxdropError", "OutputExistsError", "OutputInUseError",
+           "OutputMismatchError"]
 
 
 class JaxdropError(Exception):
@@ -21,3 +22,11 @@ class DatasetCorruptError(JaxdropError, RuntimeError):
 
 class OutputExistsError(JaxdropError, FileExistsError):
   """The output folder already holds a run (pass --overwrite to replace it)."""
+
+
+class OutputInUseError(JaxdropError, RuntimeError):
+  """Another process holds the output folder's lock."""
+
+
+class OutputMismatchError(ConfigError):
+  """``--resume`` on a folder holding another experiment's run, or a run with other options."""

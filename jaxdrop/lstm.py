@@ -1,15 +1,22 @@
 """A Keras-style LSTM layer with input and recurrent dropout, as a pure function.
 
-Keras' ``LSTM(units, dropout=d, recurrent_dropout=r)`` draws two masks once per
+Keras' ``LSTM(units, dropout=d, recurrent_dropout=r)`` draws its masks once per
 sequence and reuses them at every time step (Gal & Ghahramani's "variational"
-RNN dropout): one on the inputs ``x_t`` and one on the previous hidden state
+RNN dropout), on the inputs ``x_t`` and on the previous hidden state
 ``h_{t-1}`` that feeds the recurrent kernel. The cell state is never dropped.
-Gate order in the kernels is Keras': input, forget, cell, output.
+With ``recurrent_dropout > 0`` Keras 3 switches its cell to ``implementation=1``
+and draws four independent input masks and four independent recurrent masks,
+one for each gate (``dropout_mask_count = 4``); with ``recurrent_dropout == 0``
+one input mask serves all gates. :func:`lstm` does the same by default
+(``gate_masks="keras"``); ``gate_masks="shared"`` keeps one input and one
+recurrent mask for all gates (Gal & Ghahramani's tied form, cheaper: one input
+projection instead of four). Gate order in the kernels is Keras': input,
+forget, cell, output.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +78,7 @@ def lstm(
     return_sequences: bool = False,
     unroll: int | bool = 1,
     mask_bits: int = 16,
+    gate_masks: Literal["keras", "shared"] = "keras",
 ) -> jax.Array:
   """Runs an LSTM over ``x`` of shape ``(..., time, features)``.
 
@@ -86,9 +94,13 @@ def lstm(
       hidden)``, instead of the last one, ``(..., hidden)``.
     unroll: time steps per iteration of the underlying ``lax.scan``.
     mask_bits: mask precision, as in :func:`jaxdrop.dropout`.
+    gate_masks: ``"keras"``: as Keras 3, an independent mask per gate for the
+      inputs and for the hidden state when ``recurrent_dropout`` is not 0 (a
+      traced one counts as not 0), else one input mask for all gates;
+      ``"shared"``: one input mask and one recurrent mask for all gates.
 
   Returns:
-    The hidden states. Both masks are drawn once per call and are the same at
+    The hidden states. The masks are drawn once per call and are the same at
     every time step; they are inverted-dropout masks (survivors scaled by
     ``1 / (1 - rate)``).
 
@@ -113,24 +125,45 @@ def lstm(
         f"lstm: kernel has shape {kernel.shape}, expected {(x.shape[-1], 4 * hidden)} for"
         f" inputs with {x.shape[-1]} features and {hidden} units."
     )
+  if gate_masks not in ("keras", "shared"):
+    raise ValueError(f"gate_masks must be 'keras' or 'shared', got gate_masks={gate_masks!r}.")
+  is_zero = lambda r: isinstance(r, float) and r == 0.0
   batch_shape = x.shape[:-2]
-  active = [r for r in (dropout, recurrent_dropout) if not (isinstance(r, float) and r == 0.0)]
-  recurrent_scale = None
-  if active:
+  per_gate = gate_masks == "keras" and not is_zero(recurrent_dropout)
+  gates = 4 if per_gate else 1
+  input_scale = recurrent_scale = None  # (gates, ..., 1, features) and (gates, ..., hidden)
+  if not (is_zero(dropout) and is_zero(recurrent_dropout)):
     key = _checks.check_key(key, fn="jaxdrop.lstm")
     input_key, recurrent_key = jax.random.split(key)
-    x = _dropout(input_key, x, dropout, broadcast_dims=(x.ndim - 2,), mask_bits=mask_bits)
-    if not (isinstance(recurrent_dropout, float) and recurrent_dropout == 0.0):
-      ones = jnp.ones((*batch_shape, hidden), x.dtype)
+    if not is_zero(dropout):
+      ones = jnp.ones((gates, *batch_shape, 1, x.shape[-1]), x.dtype)
+      input_scale = _dropout(input_key, ones, dropout, mask_bits=mask_bits)
+    if not is_zero(recurrent_dropout):
+      ones = jnp.ones((gates, *batch_shape, hidden), x.dtype)
       recurrent_scale = _dropout(recurrent_key, ones, recurrent_dropout, mask_bits=mask_bits)
 
-  projected = x @ kernel + jnp.broadcast_to(bias, (*x.shape[:-1], bias.shape[-1]))
+  bias = jnp.broadcast_to(bias, (*x.shape[:-1], bias.shape[-1]))
+  if input_scale is None:
+    projected = x @ kernel + bias
+  elif gates == 1:
+    projected = (x * input_scale[0]) @ kernel + bias
+  else:  # gate g sees the inputs through its own mask: x_g @ kernel[:, g]
+    per_gate_kernel = kernel.reshape(kernel.shape[0], 4, hidden)
+    projected = jnp.einsum("g...f,fgh->...gh", x[None] * input_scale, per_gate_kernel).reshape(bias.shape) + bias
   projected = jnp.moveaxis(projected, -2, 0)  # (time, ..., 4 * hidden)
+  per_gate_recurrent = recurrent_kernel.reshape(hidden, 4, hidden)
+
+  def recurrent_input(h):
+    if recurrent_scale is None:
+      return h @ recurrent_kernel
+    if gates == 1:
+      return (h * recurrent_scale[0]) @ recurrent_kernel
+    per_gate_input = jnp.einsum("g...h,hgk->...gk", h[None] * recurrent_scale, per_gate_recurrent)
+    return per_gate_input.reshape(*h.shape[:-1], 4 * hidden)
 
   def step(carry, z_t):
     h, c = carry
-    h_in = h if recurrent_scale is None else h * recurrent_scale
-    z = z_t + h_in @ recurrent_kernel
+    z = z_t + recurrent_input(h)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)

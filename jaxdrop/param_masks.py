@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["Mask", "all_params", "decay_mask", "param_names", "resolve_mask", "weights_only"]
 
@@ -182,7 +183,7 @@ def resolve_mask(params: Any, mask: Mask = None) -> Any:
   """
   if mask is None:
     mask = weights_only
-  if callable(mask):
+  if _is_predicate(mask):
 
     def decide(path, leaf):
       flag = mask(path, leaf)
@@ -194,12 +195,35 @@ def resolve_mask(params: Any, mask: Mask = None) -> Any:
 
     return jax.tree_util.tree_map_with_path(decide, params)
   try:
-    return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: bool(flag), sub), mask, params)
+    return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: _mask_flag(flag), sub), mask, params)
+  except _MaskLeafError:
+    raise
   except (ValueError, TypeError) as e:
     raise ValueError(
         "mask must be None, a predicate (path, leaf) -> bool, or a pytree of bools with"
         f" the structure of params (or a prefix of it): {e}"
     ) from None
+
+
+class _MaskLeafError(TypeError):
+  pass
+
+
+def _mask_flag(flag) -> bool:
+  """A pytree mask's leaf as a bool; anything but a bool (``"no"``, ``0.5``) is an error, not truthiness."""
+  is_bool_array = getattr(flag, "shape", None) == () and getattr(flag, "dtype", None) == bool
+  if isinstance(flag, (bool, np.bool_)) or is_bool_array:
+    return bool(flag)
+  raise _MaskLeafError(f"a pytree mask holds Python bools (True: selected), got {flag!r}; use True or False.")
+
+
+def _is_predicate(mask) -> bool:
+  """optax's rule: a mask is a function when it is callable and all its pytree leaves are too.
+
+  (An Equinox module of bools is callable but its leaves are not: it is a pytree mask.)
+  """
+  leaves = jax.tree.leaves(jax.tree.map(callable, mask))
+  return callable(mask) and bool(leaves) and all(leaves)
 
 
 def optax_mask(mask: Mask = None) -> Callable[[Any], Any]:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["environment", "param_sha256", "prepare_output_dir", "write_json"]
+__all__ = ["environment", "param_sha256", "write_json"]
 
 
 def param_sha256(params: Any) -> str:
@@ -67,6 +66,12 @@ def _default(obj):
   raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
   """Writes ``obj`` as JSON through a temporary file and an atomic rename.
 
@@ -75,6 +80,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   path = Path(path)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the record from the group
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2, default=_default, allow_nan=True)
       f.write("\n")
@@ -84,36 +90,3 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
-
-
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
-  """Creates the run's output folder; refuses to reuse a non-empty one unless ``overwrite`` or ``resume``.
-
-  ``overwrite`` starts the run afresh there (old checkpoints are removed, so
-  that they cannot be mixed into the new run); ``resume`` keeps everything.
-
-  Raises:
-    OutputExistsError: if the folder holds files and neither flag is set.
-    PermissionError: if the folder cannot be written (the message names it).
-    ConfigError: if both flags are set.
-  """
-  from jaxdrop.errors import ConfigError, OutputExistsError
-
-  path = Path(path)
-  if overwrite and resume:
-    raise ConfigError("--overwrite starts afresh and --resume continues; pass only one of them.")
-  if path.exists() and any(path.iterdir()) and not (overwrite or resume):
-    raise OutputExistsError(
-        f"output folder {path} already holds a run; choose another --out, pass --resume to continue it"
-        " from its checkpoints, or --overwrite to replace it."
-    )
-  if overwrite and (path / "checkpoints").is_dir():
-    shutil.rmtree(path / "checkpoints")
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write-test"
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise PermissionError(f"cannot write to output folder {path}: {e.strerror or e}; choose another --out.") from e
-  return path

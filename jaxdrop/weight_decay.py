@@ -22,12 +22,16 @@ leaves in no group get ``weight_decay`` if ``mask`` selects them.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
 import optax
 
-from jaxdrop.param_masks import Mask, Selector, _check_selector, optax_mask, resolve_mask, selects
+from jaxdrop._checks import concrete_scalar
+
+from jaxdrop.param_masks import Mask, Selector, _check_selector, all_params, optax_mask, resolve_mask, selects
 
 Groups = Sequence[tuple[Selector, optax.ScalarOrSchedule]] | Mapping[Selector, optax.ScalarOrSchedule]
 
@@ -35,12 +39,27 @@ __all__ = ["adam", "adamw", "add_weight_decay", "sgd"]
 
 
 def _check_decay(weight_decay):
-  if isinstance(weight_decay, (int, float)) and not (weight_decay >= 0 and math.isfinite(weight_decay)):
+  value = concrete_scalar(weight_decay)
+  if value is not None and not (value >= 0 and math.isfinite(value)):
     raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}.")
 
 
 def _no_decay(weight_decay, groups) -> bool:
-  return isinstance(weight_decay, (int, float)) and weight_decay == 0 and not groups
+  return isinstance(weight_decay, (numbers.Real, np.number)) and weight_decay == 0 and not groups
+
+
+def _decay_or_pass(weight_decay, mask: Mask, groups) -> optax.GradientTransformation:
+  """The coupled decay, or with no decay a pass-through with the same state structure.
+
+  So a chain's state does not depend on the decay's value: ``sgd(lr)`` and
+  ``optax.inject_hyperparams(sgd)(lr)`` (where the decay is an array, 0 or not)
+  have interchangeable states.
+  """
+  if not _no_decay(weight_decay, groups):
+    return add_weight_decay(weight_decay, mask, groups=groups)
+  if mask is all_params:
+    return optax.identity()  # add_decayed_weights' own (unmasked) state
+  return optax.masked(optax.identity(), optax_mask(mask))
 
 
 def _check_groups(groups: Groups) -> tuple[tuple[Selector, optax.ScalarOrSchedule], ...]:
@@ -106,8 +125,8 @@ def add_weight_decay(
   """
   _check_decay(weight_decay)
   groups = _check_groups(groups)
-  if not groups:
-    return optax.add_decayed_weights(weight_decay, mask=optax_mask(mask))
+  if not groups:  # all_params: optax's unmasked transform (it accepts None updates)
+    return optax.add_decayed_weights(weight_decay, mask=None if mask is all_params else optax_mask(mask))
   transforms = {f"group{i}": optax.add_decayed_weights(rate) for i, (_, rate) in enumerate(groups)}
   transforms.update(default=optax.add_decayed_weights(weight_decay), none=optax.identity())
   return optax.multi_transform(transforms, _group_labels(groups, mask))
@@ -122,6 +141,7 @@ def sgd(
     decoupled: bool = False,
     mask: Mask = None,
     groups: Groups = (),
+    accumulator_dtype=None,
 ) -> optax.GradientTransformation:
   """SGD (optionally with momentum) and masked weight decay.
 
@@ -139,9 +159,13 @@ def sgd(
     decoupled: coupled (``False``) or decoupled (``True``) decay.
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
     groups: per-group decay rates (see :func:`add_weight_decay`).
+    accumulator_dtype: dtype of the momentum buffer (as ``optax.sgd``).
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformation``; its state's structure does not
+    depend on the values of ``weight_decay`` and ``momentum`` (only on
+    whether a momentum is given), so it can be wrapped in
+    ``optax.inject_hyperparams``.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -155,16 +179,13 @@ def sgd(
            [0.95, 0.95]], dtype=float32)
   """
   _check_decay(weight_decay)
+  momentum_or_pass = (optax.identity() if momentum is None
+                      else optax.trace(momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype))
   if not decoupled:
-    base = optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov)
-    if _no_decay(weight_decay, groups):
-      return base
-    return optax.chain(add_weight_decay(weight_decay, mask, groups=groups), base)
-  return optax.chain(
-      optax.trace(momentum, nesterov=nesterov) if momentum else optax.identity(),
-      add_weight_decay(weight_decay, mask, groups=groups),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+    base = optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
+    return optax.chain(_decay_or_pass(weight_decay, mask, groups), base)
+  return optax.chain(momentum_or_pass, _decay_or_pass(weight_decay, mask, groups),
+                     optax.scale_by_learning_rate(learning_rate))
 
 
 def adam(
@@ -176,6 +197,7 @@ def adam(
     weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: Mask = None,
     groups: Groups = (),
+    mu_dtype=None,
 ) -> optax.GradientTransformation:
   """Adam with coupled L2 decay, as ``torch.optim.Adam(weight_decay=wd)``.
 
@@ -191,19 +213,19 @@ def adam(
     weight_decay: L2 coefficient ``wd >= 0``.
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
     groups: per-group decay rates (see :func:`add_weight_decay`).
+    mu_dtype: dtype of the first moment (as ``optax.adam``).
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformation`` (its state's structure does not
+    depend on the value of ``weight_decay``).
 
   Example:
     >>> import jaxdrop
     >>> tx = jaxdrop.adam(1e-3, weight_decay=1e-4)
   """
   _check_decay(weight_decay)
-  base = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
-  if _no_decay(weight_decay, groups):
-    return base
-  return optax.chain(add_weight_decay(weight_decay, mask, groups=groups), base)
+  return optax.chain(_decay_or_pass(weight_decay, mask, groups),
+                     optax.adam(learning_rate, b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype))
 
 
 def adamw(
@@ -215,6 +237,7 @@ def adamw(
     weight_decay: optax.ScalarOrSchedule = 1e-4,
     mask: Mask = None,
     groups: Groups = (),
+    mu_dtype=None,
 ) -> optax.GradientTransformation:
   """AdamW (decoupled decay): ``optax.adamw`` with jaxdrop's default mask.
 
@@ -229,6 +252,7 @@ def adamw(
     weight_decay: decay coefficient ``wd >= 0`` (optax's default 1e-4).
     mask: which leaves to decay (default :func:`jaxdrop.weights_only`).
     groups: per-group decay rates (see :func:`add_weight_decay`).
+    mu_dtype: dtype of the first moment (as ``optax.adamw``).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -239,9 +263,10 @@ def adamw(
   """
   _check_decay(weight_decay)
   if not groups:
-    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=optax_mask(mask))
+    return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mu_dtype=mu_dtype,
+                       mask=None if mask is all_params else optax_mask(mask))
   return optax.chain(  # optax.adamw's own chain, with the grouped decay
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype),
       add_weight_decay(weight_decay, mask, groups=groups),
       optax.scale_by_learning_rate(learning_rate),
   )

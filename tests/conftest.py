@@ -4,6 +4,8 @@
 its own, which ``tests/test_sharded_suite.py`` starts with 8 simulated CPU devices.
 """
 
+import fcntl
+import json
 import os
 
 import jax
@@ -11,18 +13,53 @@ import pytest
 
 from jaxdrop import reproduce
 from jaxdrop.experiments import run_experiment
+from jaxdrop.records import write_json
 from tests.test_sharded_suite import SHARDED_SUITE
 
 collect_ignore = [] if os.environ.get(SHARDED_SUITE) else ["sharded"]
+
+# Tests of a minute or more (subprocesses, the report's runs): started first, so that the two workers
+# (pyproject's "-n 2") do not end with one of them alone on a long test. The other readers of the small runs
+# go last, when the first worker has computed them (see small_records).
+SLOW_FIRST = (
+    "tests/test_sharded_suite.py::", "tests/test_cli.py::test_report_renders_every_part",
+    "tests/test_reproducibility.py::test_data_parallel_runs", "tests/test_checkpoints.py::test_sigkill",
+    "tests/test_reproducibility.py::test_same_seed_gives_bitwise",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  def rank(item):
+    first = next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), None)
+    if first is not None:
+      return first
+    return len(SLOW_FIRST) + ("small_records" in getattr(item, "fixturenames", ()))
+
+  items.sort(key=rank)  # stable: the rest keep their order
+
 
 # A one-block ViT for two epochs: the experiment end to end, in seconds.
 E8_SMALL = dict(epochs=2, seeds=2, dim=16, depth=1, heads=2, mlp_dim=16)
 
 
 @pytest.fixture(scope="session")
-def small_records(tmp_path_factory):
-  """Short offline runs of the report's parts (E3, dropout comparison, E7, E6, E8), once per session."""
-  root = tmp_path_factory.mktemp("small")
+def small_records(tmp_path_factory, worker_id):
+  """Short offline runs of the report's parts (E3, dropout comparison, E7, E6, E8), once per test run.
+
+  The first pytest-xdist worker to ask computes them under a file lock in the run's shared temporary
+  folder; the others read them from there.
+  """
+  shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+  root, done = shared / "small", shared / "small" / "records.json"
+  with open(shared / "small.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      root.mkdir(exist_ok=True)
+      write_json(done, _small_runs(root))
+  return root, json.loads(done.read_text())
+
+
+def _small_runs(root):
   records = {}
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam (E6's convnet) mixes float and int32
     for name, options in (("e3", dict(seeds=2, epochs=10)), ("e7", dict(epochs=2)),
@@ -30,4 +67,4 @@ def small_records(tmp_path_factory):
       (root / name).mkdir()
       records[name] = run_experiment(name, root / name, **options)
     records["dropout"] = reproduce.compare_dropout(root / "dropout", 2, lambda line: None, True, epochs=2)
-  return root, records
+  return records

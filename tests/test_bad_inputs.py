@@ -10,6 +10,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxdrop
@@ -38,6 +39,17 @@ LIBRARY = [
     ("broadcast_dims out of range", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, broadcast_dims=(5,)),
      ValueError, "broadcast_dims"),
     ("unknown mask_bits", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, mask_bits=12), ValueError, "mask_bits"),
+    ("float mask_bits", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, mask_bits=16.0), TypeError,
+     "mask_bits must be an int"),
+    ("broadcast_dims not axes", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, broadcast_dims=1.5), TypeError,
+     "broadcast_dims must be a sequence of axes"),
+    ("raw key data of no PRNG's shape", lambda: jaxdrop.dropout(jnp.zeros(3, jnp.uint32), X, 0.5), ValueError,
+     "raw key data of shape \\(3,\\)"),
+    ("bool-mask leaf that is not a bool", lambda: jaxdrop.resolve_mask({"w": X}, {"w": "no"}), TypeError,
+     "holds Python bools"),
+    ("negative NumPy weight_decay", lambda: jaxdrop.adamw(1e-3, weight_decay=np.float32(-1)), ValueError,
+     "weight_decay must be a finite number >= 0"),
+    ("negative NumPy max_value", lambda: jaxdrop.max_norm(np.float64(-3.0)), ValueError, "max_value must be > 0"),
 ]
 
 
@@ -80,6 +92,14 @@ CLI_VALUES = [  # checked before anything is created: exit 2, one line
     ("--coordinator alone", ["--coordinator", "127.0.0.1:1"], "--coordinator needs --num-processes N and"),
     ("process id out of range", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
      "--process-id must be in 0..1"),
+    ("zero test examples", ["e3", "--n-test", "0"], "--n-test must be a positive integer, got 0"),
+    ("zero training examples", ["e3", "--n-train", "0"], "--n-train must be a positive integer, got 0"),
+    ("negative input size", ["e3", "--num-inputs", "-3"], "--num-inputs must be a positive integer, got -3"),
+    ("negative hidden units", ["--hidden", "-5"], "--hidden must be a positive integer, got -5"),
+    ("seed beyond 32 bits", ["--seed", "99999999999999999999999"], "--seed must be an integer in 0..4294967295"),
+    ("negative seed", ["--seed", "-1"], "--seed must be an integer in 0..4294967295"),
+    ("negative momentum", ["e1", "--momentum", "-0.5"], "--momentum must be a finite number >= 0"),
+    ("--out is /dev/null", ["--out", "/dev/null"], "--out /dev/null is a file, not a folder"),
     ("checkpoints across processes", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0",
                                       "--checkpoint-every", "5"], "not supported across several processes"),
 ]
@@ -87,24 +107,38 @@ CLI_VALUES = [  # checked before anything is created: exit 2, one line
 
 @pytest.mark.parametrize(("fault", "argv", "message"), CLI_VALUES, ids=[r[0] for r in CLI_VALUES])
 def test_cli_value_errors(fault, argv, message, capsys, tmp_path):
-  out = [] if "--resume" in argv else ["--out", str(tmp_path / "out")]
-  assert cli.main(["run", "e2", "--dataset", "digits", "--quiet", *argv, *out]) == 2
+  name, argv = (argv[0], argv[1:]) if argv[0].startswith("e") else ("e2", argv)
+  out = [] if "--resume" in argv or "--out" in argv else ["--out", str(tmp_path / "out")]
+  dataset = ["--dataset", "digits"] if name != "e3" else []
+  assert cli.main(["run", name, *dataset, "--quiet", *argv, *out]) == 2
   err = capsys.readouterr().err
   assert message in err and len(err.strip().splitlines()) == 1
-  if "batch larger" not in fault:  # rejected before the folder is made
-    assert not (tmp_path / "out").exists()
+  assert not (tmp_path / "out").exists()  # rejected before the folder is made, or the folder removed again
+
+
+def test_a_usage_error_found_after_the_folder_was_made_does_not_block_the_corrected_command(tmp_path, capsys):
+  argv = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--epochs", "1", "--quiet", "--out",
+          str(tmp_path / "run")]
+  for _ in range(2):  # the same mistake twice: the same message, not "already holds a run"
+    assert cli.main([*argv, "--batch-size", "5000"]) == 2
+    assert "larger than the training set" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+  (tmp_path / "run").mkdir()  # an empty folder made by the user stays, empty
+  assert cli.main([*argv, "--batch-size", "5000"]) == 2
+  assert list((tmp_path / "run").iterdir()) == []
+  assert cli.main(argv) == 0
 
 
 def test_existing_output_folder_is_never_overwritten_without_flag(tmp_path, capsys):
   out = tmp_path / "out"
   out.mkdir()
   (out / "record.json").write_text("precious")
-  assert cli.main(["run", "e3", "--quiet", "--out", str(out)]) == 1
-  assert "already holds a run" in capsys.readouterr().err
-  assert (out / "record.json").read_text() == "precious"
+  for flags in ([], ["--overwrite"], ["--resume"]):  # not jaxdrop's: never used, replaced or resumed
+    assert cli.main(["run", "e3", "--quiet", "--out", str(out), *flags]) == 1
+    assert "holds files that jaxdrop did not write" in capsys.readouterr().err
   assert cli.main(["run", "e3", "--quiet", "--out", str(out), "--resume", "--overwrite"]) == 2
   assert "pass only one of them" in capsys.readouterr().err
-  assert (out / "record.json").read_text() == "precious"
+  assert sorted(p.name for p in out.iterdir()) == ["record.json"] and (out / "record.json").read_text() == "precious"
 
 
 def test_output_folder_that_cannot_be_written(tmp_path, capsys):
@@ -177,11 +211,10 @@ def test_checkpoint_from_a_different_config_is_refused(tmp_path, capsys):
           "--checkpoint-every", "3", "--out", str(tmp_path / "run")]
   assert cli.main(base) == 0
   record = (tmp_path / "run" / "record.json").read_text()
-  assert cli.main([*base, "--resume", "--lr", "0.1"]) == 1
-  assert "different configuration (lr: checkpoint 0.5, now 0.1)" in capsys.readouterr().err
+  assert cli.main([*base, "--resume", "--lr", "0.1"]) == 2
+  assert "other options (--lr: the run has 0.5, now 0.1)" in capsys.readouterr().err
   assert (tmp_path / "run" / "record.json").read_text() == record  # the finished run's record is kept
-  failed = list((tmp_path / "run").glob("record-failed-*.json"))
-  assert len(failed) == 1 and "CheckpointMismatchError" in failed[0].read_text()
+  assert not list((tmp_path / "run").glob("record-failed-*.json"))  # refused before anything ran
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoints(tmp_path):
@@ -200,3 +233,36 @@ def test_nan_loss_in_an_experiment_writes_a_failed_record(tmp_path):
   record = json.loads((tmp_path / "record.json").read_text())
   assert record["status"] == "failed" and "step" in record["error"]
 
+
+
+def test_sharp_library_edges_give_the_documented_answer():
+  key = lambda: jax.random.key(0)  # a fresh key object per call (the tests check key reuse)
+  half = np.asarray(jaxdrop.dropout(key(), X, 0.5))
+  np.testing.assert_array_equal(jaxdrop.dropout(key(), X, jnp.bfloat16(0.5)), half)  # a concrete bfloat16 rate
+  np.testing.assert_array_equal(jaxdrop.dropout(key(), X, 0.5, broadcast_dims=1),
+                                jaxdrop.dropout(key(), X, 0.5, broadcast_dims=(1,)))  # one axis as an int
+  for impl in ("rbg", "unsafe_rbg"):  # legacy uint32[4] keys, as jax.random.PRNGKey(seed, impl=...) makes them
+    raw = jax.random.PRNGKey(0, impl=impl)
+    np.testing.assert_array_equal(jaxdrop.dropout(raw, X, 0.5),
+                                  jaxdrop.dropout(jax.random.wrap_key_data(raw, impl="rbg"), X, 0.5))
+  invalid = jax.jit(lambda r: (jaxdrop.dropout_eval(X, r), jaxdrop.dropout_eval(X, r, mode="classic"),
+                               jaxdrop.keep_probability(r)))(jnp.float32(1.5))
+  assert all(bool(jnp.all(jnp.isnan(v))) for v in invalid)  # an invalid traced rate is NaN, not a number
+  valid = jax.jit(lambda r: jaxdrop.dropout_eval(X, r))(jnp.float32(0.5))
+  np.testing.assert_array_equal(valid, X)
+  empty = jnp.ones((2, 0, 0, 3))
+  assert jaxdrop.drop_block(key(), empty, 0.5, block_size=3).shape == empty.shape  # 0 x 0 maps: nothing to drop
+
+
+@pytest.mark.parametrize("name", ["dropout", "alpha_dropout", "drop_path"])
+def test_forward_mode_autodiff_works_and_agrees_with_reverse_mode(name):
+  fn = getattr(jaxdrop, name)
+  x = jax.random.normal(jax.random.key(4), (4, 6))
+  f = lambda x: fn(jax.random.key(3), x, 0.4)
+  y, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+  np.testing.assert_array_equal(y, f(x))
+  np.testing.assert_array_equal(jax.jacfwd(f)(x), jax.jacrev(f)(x))
+  _, vjp = jax.vjp(f, x)
+  np.testing.assert_array_equal(tangent, vjp(jnp.ones_like(x))[0])  # elementwise: J 1 == J^T 1
+  np.testing.assert_array_equal(jax.jit(lambda x: jax.jvp(f, (x,), (x,))[1])(x), jax.jvp(f, (x,), (x,))[1])
+  assert jax.hessian(lambda x: jnp.sum(f(x) ** 2))(x).shape == (4, 6, 4, 6)

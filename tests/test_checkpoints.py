@@ -94,11 +94,49 @@ def test_tampered_parameters_are_caught_by_the_hash(reference, tmp_path):
   engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
   meta = tmp_path / "c" / "21" / "meta" / "metadata"
   saved = json.loads(meta.read_text())
-  saved["params_sha256"] = "0" * 64  # as if the arrays had silently changed
+  saved["state_sha256"] = "0" * 64  # as if the arrays had silently changed
   meta.write_text(json.dumps(saved))
   state = engine.TrainState.create(apply_fn=TASK.apply, params=params, tx=tx())
   restored, progress = checkpointed(tmp_path / "c").restore_latest(state)
   assert int(restored.step) == 20 and progress["epoch"] == 3
+
+
+def test_a_changed_momentum_buffer_is_corruption_not_a_different_result(reference, tmp_path, caplog):
+  import shutil
+
+  import jax
+  import orbax.checkpoint as ocp
+
+  data, params, ref = reference
+  engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
+  state_dir = tmp_path / "c" / "21" / "state"
+  target = engine.TrainState.create(apply_fn=TASK.apply, params=params, tx=tx())
+  with ocp.StandardCheckpointer() as checkpointer:
+    saved = checkpointer.restore(state_dir, target)
+    momentum, *others = jax.tree.leaves(saved.opt_state)  # sgd with momentum: its trace buffers only
+    momentum = momentum.at[(0,) * momentum.ndim].add(1e-3)  # one value of the momentum buffer changed
+    tampered = saved.replace(opt_state=jax.tree.unflatten(jax.tree.structure(saved.opt_state), [momentum, *others]))
+    shutil.rmtree(state_dir)
+    checkpointer.save(state_dir, tampered)
+    checkpointer.wait_until_finished()
+  with caplog.at_level(logging.WARNING, logger="jaxdrop"):
+    result = engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
+  assert "train state does not match the hash" in caplog.text
+  assert result.execution["resumed_from_step"] == 20
+  assert param_sha256(result.state.params) == param_sha256(ref.state.params)
+
+
+def test_a_checkpoint_of_other_shapes_is_a_mismatch_and_stays(reference, tmp_path):
+  from jaxdrop.experiments._common import linen_task
+  from jaxdrop.experiments.models import MLP
+
+  data, params, _ = reference
+  engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
+  wider = MLP((64,), (0.5,), num_classes=3)  # same fingerprint, other shapes: a mismatch, not corruption
+  with pytest.raises(CheckpointMismatchError, match=r"holds arrays of other shapes .*\(6, 32\)|\[6, 32\]"):
+    engine.fit(linen_task(wider), init_params(wider, 0, data.x_train), tx(), data,
+               checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
+  assert checkpointed(tmp_path / "c").steps() == [15, 20, 21] and not (tmp_path / "c.corrupt").exists()
 
 
 def test_all_checkpoints_corrupt_is_an_error_not_a_fresh_start(reference, tmp_path):
@@ -109,6 +147,8 @@ def test_all_checkpoints_corrupt_is_an_error_not_a_fresh_start(reference, tmp_pa
   with pytest.raises(CheckpointError, match=r"no readable checkpoint left .* \[21, 20, 15\]"):
     engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
   assert sorted(p.name for p in (tmp_path / "c.corrupt").iterdir()) == ["15", "20", "21"]
+  with pytest.raises(CheckpointError, match="no readable checkpoint left"):  # and again: never from step 0
+    engine.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
 
 
 def test_checkpoint_of_another_config_is_refused(reference, tmp_path):

@@ -175,3 +175,31 @@ def test_groups_give_each_leaf_the_first_matching_rate():
     jaxdrop.add_weight_decay(0.1, groups={"head": -1.0})
   with pytest.raises(TypeError, match="groups takes"):
     jaxdrop.add_weight_decay(0.1, groups=["head"])
+
+
+def test_a_callable_pytree_of_bools_is_a_mask_not_a_predicate():
+  import dataclasses
+
+  @jax.tree_util.register_dataclass
+  @dataclasses.dataclass
+  class Module:  # as an Equinox module: a pytree that can also be called
+    kernel: bool
+    bias: bool
+
+    def __call__(self, x):
+      return x
+
+  params = Module(kernel=jnp.ones((2, 2)), bias=jnp.ones(2))
+  flags = jaxdrop.resolve_mask(params, Module(kernel=False, bias=True))
+  assert (flags.kernel, flags.bias) == (False, True)
+  tx = jaxdrop.add_weight_decay(0.1, mask=Module(kernel=False, bias=True))
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_array_equal(updates.kernel, 0.0)
+  np.testing.assert_allclose(updates.bias, 0.1)
+
+
+@pytest.mark.parametrize("leaf", ["no", 0.5, None])
+def test_a_pytree_mask_leaf_must_be_a_bool(leaf):
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+  with pytest.raises((TypeError, ValueError), match="bool|structure"):
+    jaxdrop.resolve_mask(params, {"kernel": leaf, "bias": False})

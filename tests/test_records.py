@@ -6,8 +6,7 @@ import os
 import jax.numpy as jnp
 import pytest
 
-from jaxdrop.errors import OutputExistsError
-from jaxdrop.records import environment, param_sha256, prepare_output_dir, write_json
+from jaxdrop.records import environment, param_sha256, write_json
 
 
 def test_param_hash_sees_values_dtypes_shapes_and_paths():
@@ -32,29 +31,13 @@ def test_write_json_replaces_atomically(tmp_path):
   assert json.loads(path.read_text().replace("NaN", "null"))["y"] == [1, 2]  # the old file survived
 
 
-def test_output_folder_is_never_reused_silently(tmp_path):
-  out = prepare_output_dir(tmp_path / "run")
-  (out / "record.json").write_text("{}")
-  with pytest.raises(OutputExistsError, match="--overwrite"):
-    prepare_output_dir(out)
-  assert prepare_output_dir(out, overwrite=True) == out
-  assert prepare_output_dir(tmp_path / "empty") == tmp_path / "empty"
-
-
-def test_unwritable_output_folder_is_reported(tmp_path):
-  blocker = tmp_path / "file"
-  blocker.write_text("not a folder")
-  with pytest.raises(PermissionError, match=f"cannot write to output folder {blocker / 'run'}"):
-    prepare_output_dir(blocker / "run")
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_read_only_output_folder(tmp_path):
-  ro = tmp_path / "ro"
-  ro.mkdir()
-  ro.chmod(0o500)
-  with pytest.raises(PermissionError, match="cannot write"):
-    prepare_output_dir(ro / "run")
+def test_written_json_is_readable_by_the_group_under_the_usual_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    write_json(tmp_path / "record.json", {"x": 1})
+  finally:
+    os.umask(old)
+  assert (tmp_path / "record.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_environment_names_versions_and_device():

@@ -157,3 +157,97 @@ def test_max_norm_errors():
   tx = jaxdrop.max_norm(1.0)
   with pytest.raises(ValueError, match="params"):
     tx.update({"kernel": jnp.ones((2, 2))}, tx.init(None))
+
+
+def test_max_norm_of_an_nn_scan_stack_is_per_layer_as_each_layer_alone():
+  import flax.linen as nn
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+      return nn.Dense(8)(x), None
+
+  stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)()
+  params = stack.init(jax.random.key(0), jnp.ones((2, 8)), None)["params"]
+  params = jax.tree.map(lambda a: a * 4, params)  # every unit over the limit
+  kernel = params["Dense_0"]["kernel"]
+  assert kernel.shape == (3, 8, 8)
+  out = jaxdrop.max_norm_projection(params, 1.0)["Dense_0"]["kernel"]
+  for layer in range(3):  # bitwise the projection of the layer alone
+    alone = jaxdrop.max_norm_projection({"kernel": kernel[layer], "bias": jnp.zeros(8)}, 1.0)["kernel"]
+    np.testing.assert_array_equal(out[layer], alone)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(out), axis=1), 1.0, rtol=1e-6)  # at the limit, per layer
+  tx = jaxdrop.max_norm(1.0)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  moved = optax.apply_updates(params, updates)["Dense_0"]["kernel"]
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(moved), axis=1), 1.0, rtol=1e-6)
+
+
+def test_max_norm_of_attention_kernels_is_per_head_and_unit():
+  import flax.linen as nn
+
+  mha = nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=16)
+  params = mha.init(jax.random.key(0), jnp.ones((1, 3, 12)))["params"]
+  params = jax.tree.map(lambda a: a * 10, params)
+  out = jaxdrop.max_norm_projection(params, 1.0)
+  query = np.asarray(out["query"]["kernel"])  # (features, heads, head_dim): fan-in is features only
+  np.testing.assert_allclose(np.linalg.norm(query, axis=0), 1.0, rtol=1e-6)
+  proj = np.asarray(out["out"]["kernel"])  # (heads, head_dim, features): fan-in is heads and head_dim
+  np.testing.assert_allclose(np.linalg.norm(proj.reshape(-1, proj.shape[-1]), axis=0), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("shape", "bias", "axes"), [
+    ((6, 4), (4,), (0,)), ((6, 4), None, (0,)), ((3, 3, 2, 4), (4,), (0, 1, 2)), ((5, 6, 4), (5, 4), (1,)),
+    ((2, 5, 6, 4), (2, 5, 4), (2,)), ((5, 3, 3, 2, 4), (5, 4), (1, 2, 3)), ((12, 4, 3), (4, 3), (0,)),
+    ((4, 3, 12), (12,), (0, 1)), ((6, 12, 4, 3), (6, 4, 3), (1,)),
+])
+def test_fan_in_axes_read_the_layout_from_the_bias(shape, bias, axes):
+  from jaxdrop.max_norm import fan_in_axes
+
+  assert fan_in_axes(shape, bias) == axes
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_sgd_wraps_in_inject_hyperparams_and_its_state_does_not_depend_on_the_decay(decoupled):
+  params, loss = problem()
+  grads = jax.grad(loss)(params)
+  wrapped = optax.inject_hyperparams(jaxdrop.sgd, static_args=("decoupled",))(
+      learning_rate=0.1, momentum=0.9, weight_decay=0.0, decoupled=decoupled)
+  plain = jaxdrop.sgd(0.1, momentum=0.9, decoupled=decoupled)
+  state = wrapped.init(params)
+  assert jax.tree.structure(state.inner_state) == jax.tree.structure(plain.init(params))
+  step = jax.jit(wrapped.update)
+  updates, _ = step(grads, state, params)
+  plain_updates, _ = plain.update(grads, plain.init(params), params)
+  assert_trees_close(updates, plain_updates, rtol=1e-6, atol=0)
+  state.hyperparams["weight_decay"] = jnp.asarray(0.5)  # now decaying, same compiled step
+  decayed, _ = step(grads, state, params)
+  assert not np.allclose(decayed["kernel"], updates["kernel"]) and np.allclose(decayed["bias"], updates["bias"])
+
+
+def test_adam_states_match_with_and_without_inject_hyperparams_and_pass_mu_dtype():
+  params, _ = problem()
+  wrapped = optax.inject_hyperparams(jaxdrop.adam)(learning_rate=1e-3)
+  assert jax.tree.structure(wrapped.init(params).inner_state) == jax.tree.structure(jaxdrop.adam(1e-3).init(params))
+  for factory in (jaxdrop.adam, jaxdrop.adamw):
+    mu = [leaf for leaf in jax.tree.leaves(factory(1e-3, mu_dtype=jnp.bfloat16).init(params))
+          if getattr(leaf, "dtype", None) == jnp.bfloat16]
+    assert len(mu) == 2  # the first moments of kernel and bias
+  trace = jax.tree.leaves(jaxdrop.sgd(0.1, momentum=0.9, accumulator_dtype=jnp.bfloat16).init(params))
+  assert {leaf.dtype for leaf in trace} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_add_weight_decay_over_all_params_accepts_none_updates_as_optax():
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+  ours, theirs = jaxdrop.add_weight_decay(0.1, mask=jaxdrop.all_params), optax.add_decayed_weights(0.1)
+  for updates in (None, {"kernel": jnp.ones((2, 2)), "bias": None}):
+    assert_trees_equal(ours.update(updates, ours.init(params), params)[0],
+                       theirs.update(updates, theirs.init(params), params)[0])
+
+
+@pytest.mark.parametrize("bad", [np.float32(-0.1), np.float64(np.nan), jnp.asarray(-1.0), np.int64(-1)])
+def test_negative_numpy_and_jax_scalars_are_refused(bad):
+  with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+    jaxdrop.sgd(0.1, weight_decay=bad)
+  with pytest.raises(ValueError, match="max_value must be > 0"):
+    jaxdrop.max_norm(bad)

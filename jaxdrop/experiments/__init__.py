@@ -17,10 +17,10 @@ from jaxdrop.experiments import (
     e7_penalties,
     e8_vit,
 )
-from jaxdrop.experiments._common import Config, Emit, Experiment, RunRecord
+from jaxdrop.experiments._common import Config, Emit, Experiment, RunRecord, result_options
 from jaxdrop.errors import ConfigError
 
-__all__ = ["EXPERIMENTS", "Config", "Experiment", "get", "run_experiment"]
+__all__ = ["EXPERIMENTS", "Config", "Experiment", "get", "result_options", "run_experiment"]
 
 EXPERIMENTS: dict[str, Experiment] = {
     m.EXPERIMENT.name: m.EXPERIMENT
@@ -50,7 +50,9 @@ def run_experiment(
 
   Returns:
     The record, also written to ``out_dir/record.json``. A run that raises
-    still writes its record, with ``status`` ``"failed"`` and the error.
+    still writes its record, with ``status`` ``"failed"`` and the error,
+    unless it is a :class:`ConfigError` raised before any model was trained
+    (a usage error: nothing to record).
   """
   experiment = get(name)
   fields = {f.name for f in dataclasses.fields(experiment.config)}
@@ -63,6 +65,10 @@ def run_experiment(
   emit = emit or logging.getLogger("jaxdrop").info
   try:
     experiment.run(config, record, emit, quiet)
+  except ConfigError as e:
+    if record.data["runs"]:
+      record.finish("failed", error=f"ConfigError: {e}")
+    raise
   except BaseException as e:
     record.finish("failed", error=f"{type(e).__name__}: {e}")
     raise

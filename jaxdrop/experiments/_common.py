@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,13 @@ def option(default, help: str, **metadata):
   if isinstance(default, (list, tuple)):
     return dataclasses.field(default_factory=lambda: tuple(default), metadata={"help": help, **metadata})
   return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass
@@ -76,6 +84,7 @@ class Config:
 
   def validate(self) -> None:
     """Raises :class:`ConfigError` naming the first invalid option and what is allowed."""
+    hints = typing.get_type_hints(type(self))
     for f in dataclasses.fields(self):
       value = getattr(self, f.name)
       flag = "--" + f.name.replace("_", "-")
@@ -83,13 +92,18 @@ class Config:
       values = value if isinstance(value, tuple) else (value,)
       if choices is not None and any(v not in choices for v in values):
         raise ConfigError(f"{flag}: invalid choice {value!r}; choose from {', '.join(map(str, choices))}.")
-      if f.name in ("devices", "checkpoint_every"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+      if value is None and f.name == "epochs":
+        continue
+      if f.name == "seed":
+        runs = self.seeds if _is_int(self.seeds) and self.seeds > 0 else 1  # --seeds is checked below
+        if not _is_int(value) or value < 0 or value + runs - 1 > MAX_SEED:
+          raise ConfigError(f"{flag} must be an integer in 0..{MAX_SEED} (with --seeds N, seed + N - 1 too: JAX's"
+                            f" keys hold 32 bits, larger seeds would repeat smaller ones), got {value!r}.")
+      elif f.name in ("devices", "checkpoint_every"):
+        if not _is_int(value) or value < 0:
           raise ConfigError(f"{flag} must be an integer >= 0, got {value!r}.")
-      if f.name in ("epochs", "batch_size", "seeds") or f.name.endswith(("_epochs", "_batch_size")):
-        if value is None and f.name == "epochs":
-          continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      elif hints[f.name] in (int, int | None):  # sizes and counts: layers, units, examples, epochs, steps
+        if not _is_int(value) or value < 1:
           raise ConfigError(f"{flag} must be a positive integer, got {value!r}.")
       if f.name == "lr" or f.name.endswith("_lr"):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -167,6 +181,11 @@ def init_linen(model: nn.Module, sample: np.ndarray) -> Callable[[jax.Array], An
 RUN_CONTROL = ("epochs", "path", "data_dir", "devices", "checkpoint_every", "resume", "tuned_xla")
 
 
+def result_options(config: Config) -> dict[str, Any]:
+  """The options that decide a run's result (all but :data:`RUN_CONTROL`): a resumed run must repeat them."""
+  return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}
+
+
 def _slug(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
@@ -229,7 +248,7 @@ def train_run(
   seeds = list(range(config.seed, config.seed + config.seeds))
   checkpoints = None
   if config.checkpoint_every or config.resume:
-    fingerprint = {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}
+    fingerprint = result_options(config)
     fingerprint.update(run=name, dataset_used=data.name, batch_size_used=batch_size)
     checkpoints = Checkpoints(record.out_dir / "checkpoints" / _slug(name), every_steps=config.checkpoint_every,
                               fingerprint=fingerprint)

@@ -17,7 +17,7 @@ from jaxdrop.plotting import plot_curves
 class E1Config(Config):
   batch_size: int = option(32, "training batch size")
   lr: float = option(0.001, "SGD learning rate")
-  momentum: float = option(0.9, "SGD momentum")
+  momentum: float = option(0.9, "SGD momentum", nonnegative=True)
   dropout: float = option(0.5, "drop probability after the hidden layer", rate=True)
   hidden: int = option(512, "hidden units")
   log_every: int = option(100, "print the running loss every this many steps")

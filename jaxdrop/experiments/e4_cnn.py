@@ -17,7 +17,7 @@ class E4Config(Config):
 
   batch_size: int = option(64, "training batch size")
   lr: float = option(0.01, "SGD learning rate")
-  momentum: float = option(0.9, "SGD momentum")
+  momentum: float = option(0.9, "SGD momentum", nonnegative=True)
   dropout: float = option(0.25, "drop probability before and after the 512-unit layer", rate=True)
 
 

@@ -27,6 +27,9 @@ class LSTM(StochasticModule):
     return_sequences: return every step's state instead of the last one.
     unroll: time steps per scan iteration.
     mask_bits: mask precision.
+    gate_masks: ``"keras"`` (default: a mask per gate when ``recurrent_dropout``
+      is not 0, as Keras 3) or ``"shared"`` (one mask for all gates); see
+      :func:`jaxdrop.lstm`.
     kernel_init, recurrent_kernel_init, bias_init: Keras' defaults.
 
   Example:
@@ -45,6 +48,7 @@ class LSTM(StochasticModule):
   return_sequences: bool = False
   unroll: int = 1
   mask_bits: int = 16
+  gate_masks: str = "keras"
   kernel_init: Any = kernel_init
   recurrent_kernel_init: Any = recurrent_kernel_init
   bias_init: Any = unit_forget_bias
@@ -70,4 +74,5 @@ class LSTM(StochasticModule):
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],
         return_sequences=self.return_sequences, unroll=self.unroll, mask_bits=self.mask_bits,
+        gate_masks=self.gate_masks,
     )

@@ -25,6 +25,9 @@ class LSTM(StochasticModule):
     return_sequences: return every step's state instead of the last one.
     unroll: time steps per scan iteration.
     mask_bits: mask precision.
+    gate_masks: ``"keras"`` (default: a mask per gate when ``recurrent_dropout``
+      is not 0, as Keras 3) or ``"shared"`` (one mask for all gates); see
+      :func:`jaxdrop.lstm`.
     kernel_init, recurrent_kernel_init, bias_init: Keras' defaults.
     deterministic: ``True`` for evaluation.
     rng_collection: the dropout stream.
@@ -49,6 +52,7 @@ class LSTM(StochasticModule):
       return_sequences: bool = False,
       unroll: int = 1,
       mask_bits: int = 16,
+      gate_masks: str = "keras",
       kernel_init: Any = kernel_init,
       recurrent_kernel_init: Any = recurrent_kernel_init,
       bias_init: Any = unit_forget_bias,
@@ -59,6 +63,7 @@ class LSTM(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.dropout, self.recurrent_dropout = dropout, recurrent_dropout
     self.return_sequences, self.unroll, self.mask_bits = return_sequences, unroll, mask_bits
+    self.gate_masks = gate_masks
     h = hidden_features
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, 4 * h), jnp.float32))
     self.recurrent_kernel = nnx.Param(recurrent_kernel_init(rngs.params(), (h, 4 * h), jnp.float32))
@@ -77,4 +82,5 @@ class LSTM(StochasticModule):
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],
         return_sequences=self.return_sequences, unroll=self.unroll, mask_bits=self.mask_bits,
+        gate_masks=self.gate_masks,
     )

@@ -80,4 +80,4 @@ def test_the_documented_command_runs_on_two_processes_and_only_process_0_writes(
   assert record["runs"][0]["execution"]["devices"] == 4 and record["status"] == "ok"
   assert "wrote" in logs[0] and "wrote" not in logs[1]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and sorted(p.name for p in out.iterdir()) == [
-      "curves.png", "record.json"]
+      ".jaxdrop-run.json", ".jaxdrop.lock", "curves.png", "record.json"]  # the marker, the (released) lock
