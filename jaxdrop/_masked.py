@@ -1,4 +1,5 @@
-"""The one kernel behind every mask-based variant: ``where(mask, x * scale + shift, fill)``.
+"""The one kernel behind every mask-based variant: ``where(mask, x * scale + shift, fill)``,
+and the dropout on checked arguments that the variants share (:func:`masked_dropout`).
 
 Its ``custom_vjp`` keeps the mask generator's seed (8 bytes) as the only
 residual and regenerates the mask in the backward pass, so no mask is stored
@@ -23,15 +24,30 @@ for dropout beyond what the same step without dropout needs.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdrop import _bits, _checks
 from jaxdrop._bits import bernoulli_lanes
 from jaxdrop._checks import compute_dtype
 
-__all__ = ["masked_affine", "masked_affine_stored"]
+__all__ = [
+    "Mode",
+    "check_common",
+    "keep_for",
+    "mask_shape_for",
+    "masked_affine",
+    "masked_affine_stored",
+    "masked_dropout",
+    "safe_inverse",
+    "seeded_dropout",
+]
+
+Mode = Literal["inverted", "classic"]
 
 
 def _affine(x, scale, shift):
@@ -119,3 +135,78 @@ def _in_forward_mode(x) -> bool:
       return False
     x = getattr(x, "primal", None) if hasattr(x, "primal") else getattr(x, "val", None)
   return False
+
+
+# --- the dropout kernel that the variants share, on checked arguments ---
+
+
+class _Keep(NamedTuple):
+  threshold: int | jax.Array  # a lane below it keeps its element
+  probability: float | jax.Array  # the keep probability scales are computed from
+  valid: bool | jax.Array  # False for a traced rate outside [0, 1]
+
+
+def keep_for(rate, mask_bits: int) -> _Keep:
+  """Threshold and keep probability for a checked ``rate`` (float or traced)."""
+  if isinstance(rate, float):
+    keep = 1.0 - rate
+    threshold = _bits.lane_threshold(keep, mask_bits)
+    prob = _bits.realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
+    return _Keep(threshold, prob, True)
+  rate = jnp.asarray(rate, jnp.float32)
+  valid = (rate >= 0) & (rate <= 1)  # False for NaN too
+  keep = 1.0 - rate
+  threshold = _bits.lane_threshold(keep, mask_bits)
+  if mask_bits == 32:
+    # lane_threshold caps at 2**32 - 256 in float32; keep everything at rate 0.
+    threshold = jnp.where(keep >= 1, jnp.uint32(2**32 - 1), threshold)
+  prob = _bits.realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
+  return _Keep(threshold, prob, valid)
+
+
+def check_common(x, rate, mode, mask_bits):
+  """``(x, rate)`` checked as :func:`jaxdrop.dropout` checks them, with ``mode`` and ``mask_bits``."""
+  x = _checks.check_floating(x)
+  rate = _checks.check_rate(rate)
+  _checks.check_mode(mode)
+  _checks.check_mask_bits(mask_bits)
+  return x, rate
+
+
+def mask_shape_for(shape, broadcast_dims: Sequence[int] | int) -> tuple[int, ...]:
+  """The mask's shape: ``shape`` with 1 on each of ``broadcast_dims``."""
+  dims = _checks.check_broadcast_dims(broadcast_dims, len(shape))
+  return tuple(1 if axis in dims else size for axis, size in enumerate(shape))
+
+
+def masked_dropout(key, x, rate, mask_shape, mode, mask_bits, fn):
+  """:func:`dropout` on checked arguments with an explicit mask shape (shared by the variants)."""
+  if isinstance(rate, float):
+    if rate == 0.0:
+      return x
+    if rate == 1.0:
+      return jnp.zeros_like(x)
+  seed = _bits.derive_seed(_checks.check_key(key, fn=fn))
+  return seeded_dropout(seed, x, rate, mask_shape, mode, mask_bits)
+
+
+def seeded_dropout(seed, x, rate, mask_shape, mode, mask_bits):
+  """:func:`masked_dropout` from the generator's seed instead of a key (no key is consumed)."""
+  keep = keep_for(rate, mask_bits)
+  fill = None
+  if mode == "classic":
+    scale = jnp.float32(1.0)
+  elif isinstance(keep.probability, float):
+    scale = jnp.float32(1.0 / keep.probability if keep.probability > 0 else 0.0)
+  else:
+    scale = safe_inverse(keep.probability)
+  if not isinstance(keep.valid, bool):
+    scale = jnp.where(keep.valid, scale, jnp.nan)
+    fill = jnp.where(keep.valid, 0.0, jnp.nan)
+  return masked_affine(seed, x, keep.threshold, scale, None, fill, mask_shape=mask_shape, bits=mask_bits)
+
+
+def safe_inverse(p: jax.Array) -> jax.Array:
+  """``1 / p``, or 0 where ``p == 0`` (with finite gradients)."""
+  positive = p > 0
+  return jnp.where(positive, 1.0 / jnp.where(positive, p, 1.0), 0.0)

@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdrop import _bits, _checks
-from jaxdrop._masked import masked_affine
-from jaxdrop.dropout import keep_for, mask_shape_for
+from jaxdrop._masked import keep_for, mask_shape_for, masked_affine
 
 __all__ = ["alpha_dropout"]
 

@@ -21,7 +21,7 @@ from flax import nnx
 from flax.nnx.nn.attention import dot_product_attention_weights as nnx_attention_weights
 
 from jaxdrop import _bits, _checks
-from jaxdrop.dropout import seeded_dropout
+from jaxdrop._masked import seeded_dropout
 
 __all__ = ["dot_product_attention"]
 

@@ -50,7 +50,7 @@ import jaxdrop
 from jaxdrop import _bits, engine
 from jaxdrop import linen as jdl
 from jaxdrop._masked import masked_affine_stored
-from jaxdrop.dropout import keep_for
+from jaxdrop._masked import keep_for
 from jaxdrop.experiments._common import linen_task
 from jaxdrop.experiments.models import MLP
 from jaxdrop.records import environment, write_json

@@ -39,20 +39,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdrop.errors import JaxdropError
+from jaxdrop.errors import CheckpointError, CheckpointMismatchError
 from jaxdrop.records import param_sha256
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoints"]
 
 log = logging.getLogger("jaxdrop")
-
-
-class CheckpointError(JaxdropError, RuntimeError):
-  """No usable checkpoint where one was expected."""
-
-
-class CheckpointMismatchError(CheckpointError):
-  """The checkpoint was written by a run with a different configuration."""
 
 
 def _json_ready(tree: Any) -> Any:

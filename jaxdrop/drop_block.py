@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdrop import _bits, _checks
-from jaxdrop.dropout import safe_inverse
+from jaxdrop._masked import safe_inverse
 
 __all__ = ["drop_block", "drop_block_seed_probability"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxdrop.dropout import Mode, check_common, masked_dropout
+from jaxdrop._masked import Mode, check_common, masked_dropout
 
 __all__ = ["drop_connect"]
 

@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax.training.train_state import TrainState
-from tqdm.auto import tqdm
 
-from jaxdrop.checkpoints import CheckpointMismatchError, Checkpoints
-from jaxdrop.errors import JaxdropError
+from jaxdrop.checkpoints import Checkpoints
+from jaxdrop.errors import CheckpointMismatchError, TrainingDivergedError
 
 __all__ = [
     "EpochPath",
@@ -57,17 +56,6 @@ __all__ = [
 
 Params = Any
 EpochPath = Literal["auto", "scan", "loop"]
-
-
-class TrainingDivergedError(JaxdropError, FloatingPointError):
-  """The training loss became NaN or infinite."""
-
-  def __init__(self, step: int, loss: float):
-    self.step, self.loss = step, loss
-    super().__init__(
-        f"the training loss became {loss} at step {step}; lower the learning rate or check the"
-        " inputs (the run stopped; nothing after this step was kept)."
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -532,6 +520,8 @@ def _fit(task, params, tx, data, seeds, *, batched, epochs, batch_size, shuffle=
         state = jax.device_put(state, replicated)
   histories = progress["histories"]
   steps_per_epoch = math.ceil(x_train.shape[0] / batch_size)
+  from tqdm.auto import tqdm  # the progress bar: an optional dependency, needed only here
+
   bar = tqdm(total=epochs, initial=progress["epoch"] - 1, desc=description,
              disable=quiet or not sys.stderr.isatty(), leave=False)
   while progress["epoch"] <= epochs:

@@ -1,7 +1,18 @@
-"""Errors that the command line reports in one line (no traceback)."""
+"""Every jaxdrop error: those a user can fix from the message alone (the command line reports them in one
+line, no traceback)."""
 
-__all__ = ["ConfigError", "DatasetCorruptError", "DatasetUnavailableError", "JaxdropError", "OutputExistsError", "OutputInUseError",
-           "OutputMismatchError"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "ConfigError",
+    "DatasetCorruptError",
+    "DatasetUnavailableError",
+    "JaxdropError",
+    "OutputExistsError",
+    "OutputInUseError",
+    "OutputMismatchError",
+    "TrainingDivergedError",
+]
 
 
 class JaxdropError(Exception):
@@ -30,3 +41,22 @@ class OutputInUseError(JaxdropError, RuntimeError):
 
 class OutputMismatchError(ConfigError):
   """``--resume`` on a folder holding another experiment's run, or a run with other options."""
+
+
+class CheckpointError(JaxdropError, RuntimeError):
+  """No usable checkpoint where one was expected."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The checkpoint was written by a run with a different configuration, or for arrays of other shapes."""
+
+
+class TrainingDivergedError(JaxdropError, FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+  def __init__(self, step: int, loss: float):
+    self.step, self.loss = step, loss
+    super().__init__(
+        f"the training loss became {loss} at step {step}; lower the learning rate or check the"
+        " inputs (the run stopped; nothing after this step was kept)."
+    )

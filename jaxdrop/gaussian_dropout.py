@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdrop import _bits, _checks
-from jaxdrop.dropout import mask_shape_for
+from jaxdrop._masked import mask_shape_for
 
 __all__ = ["gaussian_dropout"]
 

@@ -194,10 +194,11 @@ def resolve_mask(params: Any, mask: Mask = None) -> Any:
       return bool(flag)
 
     return jax.tree_util.tree_map_with_path(decide, params)
+  not_bools = [flag for flag in jax.tree.leaves(mask) if not _is_bool(flag)]
+  if not_bools:  # "no" or 0.5 would count by truthiness
+    raise TypeError(f"a pytree mask holds Python bools (True: selected), got {not_bools[0]!r}; use True or False.")
   try:
-    return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: _mask_flag(flag), sub), mask, params)
-  except _MaskLeafError:
-    raise
+    return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: bool(flag), sub), mask, params)
   except (ValueError, TypeError) as e:
     raise ValueError(
         "mask must be None, a predicate (path, leaf) -> bool, or a pytree of bools with"
@@ -205,16 +206,9 @@ def resolve_mask(params: Any, mask: Mask = None) -> Any:
     ) from None
 
 
-class _MaskLeafError(TypeError):
-  pass
-
-
-def _mask_flag(flag) -> bool:
-  """A pytree mask's leaf as a bool; anything but a bool (``"no"``, ``0.5``) is an error, not truthiness."""
-  is_bool_array = getattr(flag, "shape", None) == () and getattr(flag, "dtype", None) == bool
-  if isinstance(flag, (bool, np.bool_)) or is_bool_array:
-    return bool(flag)
-  raise _MaskLeafError(f"a pytree mask holds Python bools (True: selected), got {flag!r}; use True or False.")
+def _is_bool(flag) -> bool:
+  """A Python or NumPy bool, or a 0-d boolean array."""
+  return isinstance(flag, (bool, np.bool_)) or (getattr(flag, "shape", None) == () and getattr(flag, "dtype", None) == bool)
 
 
 def _is_predicate(mask) -> bool:

@@ -72,8 +72,8 @@ def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
 def l2_norm_penalty(params: Any, mask: Mask = None) -> jax.Array:
   """``sum_leaves ||w||_2``: the plain (non-squared) norm of each leaf, summed.
 
-  This is seed 004's ``torch.norm(param, 2)`` loop (pass
-  ``mask=jaxdrop.all_params`` to include biases as it does). Its gradient is
+  This is the PyTorch idiom ``sum(torch.norm(p, 2) for p in model.parameters())``
+  (pass ``mask=jaxdrop.all_params`` to include biases as it does). Its gradient is
   ``w / ||w||`` and is 0, not NaN, for an all-zero leaf.
 
   Example:

@@ -1,4 +1,8 @@
-"""PNG figures of training curves, in the style of d2l's ``Animator`` (matplotlib, Agg)."""
+"""PNG figures of training curves, in the style of d2l's ``Animator``.
+
+Drawn on a ``matplotlib.figure.Figure`` with its own Agg canvas: no pyplot, so
+importing this module leaves the user's matplotlib backend alone.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 __all__ = ["plot_curves"]
 
@@ -39,7 +40,8 @@ def plot_curves(
   n = len(runs)
   cols = 2 if n == 4 else min(n, 3)
   rows = -(-n // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+  fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax, run in zip(axes.flat, runs):
     history = run["history"]
     for name in series:
@@ -60,5 +62,4 @@ def plot_curves(
     fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return str(path)

@@ -39,7 +39,13 @@ E8_DEFAULTS = E8Config()
 
 def _mean_sd(values) -> str:
   values = np.asarray(values, np.float64)
-  return f"{values.mean():.4f} ± {values.std():.4f}"
+  return f"{values.mean():.4f} ± {_sd(values):.4f}"
+
+
+def _sd(values) -> float:
+  """The sample standard deviation (``ddof=1``), as ``run --seeds`` reports it; 0 for one value."""
+  values = np.asarray(values, np.float64)
+  return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def compare_dropout(out_dir: Path, seeds: int, emit: Emit, quiet: bool, epochs: int | None = None) -> dict[str, Any]:
@@ -74,9 +80,9 @@ def compare_dropout(out_dir: Path, seeds: int, emit: Emit, quiet: bool, epochs: 
     test_loss = [r["final"]["test_loss"] for r in runs]
     record["groups"][label] = {
         "runs": runs,
-        "test_acc_mean": float(np.mean(test_acc)), "test_acc_sd": float(np.std(test_acc)),
-        "gap_mean": float(np.mean(gap)), "gap_sd": float(np.std(gap)),
-        "test_loss_mean": float(np.mean(test_loss)), "test_loss_sd": float(np.std(test_loss)),
+        "test_acc_mean": float(np.mean(test_acc)), "test_acc_sd": _sd(test_acc),
+        "gap_mean": float(np.mean(gap)), "gap_sd": _sd(gap),
+        "test_loss_mean": float(np.mean(test_loss)), "test_loss_sd": _sd(test_loss),
     }
     emit(f"{label}: test acc {_mean_sd(test_acc)}, train-test gap {_mean_sd(gap)}, test loss {_mean_sd(test_loss)}"
          f" over {seeds} seeds")

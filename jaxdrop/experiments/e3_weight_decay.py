@@ -87,7 +87,7 @@ def run(config: E3Config, record, emit, quiet: bool) -> None:
         record.add_run(entry)
       seed_norm = SEED_NORMS.get((version, float(lam)))
       beside = f" (seed 004: {seed_norm:.4f})" if seed_norm is not None else ""
-      emit(f"{name}: ||w||_2 = {np.mean(norms):.4f} +- {np.std(norms):.4f} over {len(norms)} seeds{beside};"
+      emit(f"{name}: ||w||_2 = {np.mean(norms):.4f} +- {np.std(norms, ddof=1) if len(norms) > 1 else 0.0:.4f} over {len(norms)} seeds{beside};"
            f" seed {config.seed}: {norms[0]:.4f}")
   checks = must_be_true(record.data["runs"])
   record.data["checks"] = checks

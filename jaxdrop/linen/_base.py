@@ -46,3 +46,31 @@ class StochasticModule(nn.Module):
         f' rngs={{"{self.rng_collection}": jax.random.key(0)}}), or pass rng= to the layer;'
         f" for evaluation use deterministic=True."
     )
+
+
+class RateModule(StochasticModule):
+  """A layer with one drop ``rate``: one ``__call__`` for all; subclasses define ``_train`` (and ``_eval``).
+
+  Attributes:
+    rate: the layer's rate; a call may override it with ``rate=`` (a traced
+      scalar is fine, e.g. from a schedule).
+  """
+
+  rate: float
+
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
+      rate: float | jax.Array | None = None,
+  ):
+    """Applies the layer (training unless deterministic); ``rng`` overrides the rng collection."""
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rng, rate)
+    return self._eval(inputs, rate) if deterministic else self._train(key, inputs, rate)
+
+  def _train(self, key: jax.Array | None, inputs: jax.Array, rate) -> jax.Array:
+    raise NotImplementedError
+
+  def _eval(self, inputs: jax.Array, rate) -> jax.Array:
+    """Evaluation: the identity, unless a subclass scales."""
+    del rate
+    return inputs

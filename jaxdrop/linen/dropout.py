@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
-
 from jaxdrop.alpha_dropout import alpha_dropout
 from jaxdrop.drop_block import drop_block
 from jaxdrop.drop_path import drop_path
 from jaxdrop.dropout import Mode, dropout, dropout_eval
 from jaxdrop.gaussian_dropout import gaussian_dropout
-from jaxdrop.linen._base import StochasticModule
+from jaxdrop.linen._base import RateModule
 
 __all__ = ["AlphaDropout", "DropBlock", "DropPath", "Dropout", "GaussianDropout"]
 
 
-class Dropout(StochasticModule):
+class Dropout(RateModule):
   """:func:`jaxdrop.dropout` as a linen layer, a drop-in for ``flax.linen.Dropout``.
 
   Attributes:
@@ -38,26 +36,18 @@ class Dropout(StochasticModule):
     True
   """
 
-  rate: float
   broadcast_dims: Sequence[int] = ()
   mode: Mode = "inverted"
   mask_bits: int = 16
 
-  def __call__(
-      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
-      rate: float | jax.Array | None = None,
-  ):
-    """Applies dropout; ``rng`` overrides the rng collection."""
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rng, rate)
-    if deterministic:
-      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
-    return dropout(
-        key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits
-    )
+  def _train(self, key, inputs, rate):
+    return dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits)
+
+  def _eval(self, inputs, rate):
+    return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
 
 
-class GaussianDropout(StochasticModule):
+class GaussianDropout(RateModule):
   """:func:`jaxdrop.gaussian_dropout` as a linen layer (identity when deterministic).
 
   Attributes:
@@ -65,21 +55,13 @@ class GaussianDropout(StochasticModule):
     broadcast_dims: axes that share one noise value.
   """
 
-  rate: float
   broadcast_dims: Sequence[int] = ()
 
-  def __call__(
-      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
-      rate: float | jax.Array | None = None,
-  ):
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rng, rate)
-    if deterministic:
-      return inputs
+  def _train(self, key, inputs, rate):
     return gaussian_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims)
 
 
-class AlphaDropout(StochasticModule):
+class AlphaDropout(RateModule):
   """:func:`jaxdrop.alpha_dropout` as a linen layer, for SELU networks.
 
   Attributes:
@@ -88,22 +70,14 @@ class AlphaDropout(StochasticModule):
     mask_bits: mask precision.
   """
 
-  rate: float
   broadcast_dims: Sequence[int] = ()
   mask_bits: int = 16
 
-  def __call__(
-      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
-      rate: float | jax.Array | None = None,
-  ):
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rng, rate)
-    if deterministic:
-      return inputs
+  def _train(self, key, inputs, rate):
     return alpha_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits)
 
 
-class DropPath(StochasticModule):
+class DropPath(RateModule):
   """:func:`jaxdrop.drop_path` (stochastic depth) as a linen layer.
 
   Attributes:
@@ -113,25 +87,18 @@ class DropPath(StochasticModule):
     mask_bits: mask precision.
   """
 
-  rate: float
   batch_axis: int = 0
   mode: Mode = "inverted"
   mask_bits: int = 16
 
-  def __call__(
-      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
-      rate: float | jax.Array | None = None,
-  ):
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rng, rate)
-    if deterministic:
-      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
-    return drop_path(
-        key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits
-    )
+  def _train(self, key, inputs, rate):
+    return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits)
+
+  def _eval(self, inputs, rate):
+    return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
 
 
-class DropBlock(StochasticModule):
+class DropBlock(RateModule):
   """:func:`jaxdrop.drop_block` for NHWC feature maps as a linen layer.
 
   Attributes:
@@ -141,20 +108,10 @@ class DropBlock(StochasticModule):
     mask_bits: precision of the block-centre draws.
   """
 
-  rate: float
   block_size: int = 7
   broadcast_dims: Sequence[int] = ()
   mask_bits: int = 16
 
-  def __call__(
-      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None, *,
-      rate: float | jax.Array | None = None,
-  ):
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rng, rate)
-    if deterministic:
-      return inputs
-    return drop_block(
-        key, inputs, rate, block_size=self.block_size,
-        broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits,
-    )
+  def _train(self, key, inputs, rate):
+    return drop_block(key, inputs, rate, block_size=self.block_size, broadcast_dims=self.broadcast_dims,
+                      mask_bits=self.mask_bits)

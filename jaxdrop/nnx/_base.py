@@ -72,3 +72,26 @@ class StochasticModule(nnx.Module):
     """Used by ``nnx.view(model, deterministic=...)``."""
     if deterministic is not None:
       self.deterministic = deterministic
+
+
+class RateModule(StochasticModule):
+  """A layer with one drop rate (``self.rate``): one ``__call__`` for all; subclasses define ``_train``
+  (and ``_eval``, the identity by default)."""
+
+  rate: float
+
+  def __call__(
+      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
+      rate: float | jax.Array | None = None,
+  ) -> jax.Array:
+    """Applies the layer (training unless deterministic); ``rate`` overrides ``self.rate`` for this call."""
+    rate = self.rate if rate is None else rate
+    deterministic, key = self.resolve(deterministic, rngs, rate)
+    return self._eval(inputs, rate) if deterministic else self._train(key, inputs, rate)
+
+  def _train(self, key: jax.Array | None, inputs: jax.Array, rate) -> jax.Array:
+    raise NotImplementedError
+
+  def _eval(self, inputs: jax.Array, rate) -> jax.Array:
+    del rate
+    return inputs

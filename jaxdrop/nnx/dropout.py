@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 from flax import nnx
 
 from jaxdrop.alpha_dropout import alpha_dropout
@@ -12,14 +11,14 @@ from jaxdrop.drop_block import drop_block
 from jaxdrop.drop_path import drop_path
 from jaxdrop.dropout import Mode, dropout, dropout_eval
 from jaxdrop.gaussian_dropout import gaussian_dropout
-from jaxdrop.nnx._base import StochasticModule
+from jaxdrop.nnx._base import RateModule
 
 __all__ = ["AlphaDropout", "DropBlock", "DropPath", "Dropout", "GaussianDropout"]
 
 Rngs = nnx.Rngs | nnx.RngStream | None
 
 
-class Dropout(StochasticModule):
+class Dropout(RateModule):
   """:func:`jaxdrop.dropout` as an NNX layer, a drop-in for ``flax.nnx.Dropout``.
 
   Args:
@@ -55,20 +54,14 @@ class Dropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.broadcast_dims, self.mode, self.mask_bits = rate, tuple(broadcast_dims), mode, mask_bits
 
-  def __call__(
-      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
-      rate: float | jax.Array | None = None,
-  ) -> jax.Array:
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rngs, rate)
-    if deterministic:
-      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
-    return dropout(
-        key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits
-    )
+  def _train(self, key, inputs, rate):
+    return dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits)
+
+  def _eval(self, inputs, rate):
+    return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
 
 
-class GaussianDropout(StochasticModule):
+class GaussianDropout(RateModule):
   """:func:`jaxdrop.gaussian_dropout` as an NNX layer (identity when deterministic)."""
 
   def __init__(
@@ -83,18 +76,11 @@ class GaussianDropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.broadcast_dims = rate, tuple(broadcast_dims)
 
-  def __call__(
-      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
-      rate: float | jax.Array | None = None,
-  ) -> jax.Array:
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rngs, rate)
-    if deterministic:
-      return inputs
+  def _train(self, key, inputs, rate):
     return gaussian_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims)
 
 
-class AlphaDropout(StochasticModule):
+class AlphaDropout(RateModule):
   """:func:`jaxdrop.alpha_dropout` as an NNX layer, for SELU networks."""
 
   def __init__(
@@ -110,18 +96,11 @@ class AlphaDropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.broadcast_dims, self.mask_bits = rate, tuple(broadcast_dims), mask_bits
 
-  def __call__(
-      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
-      rate: float | jax.Array | None = None,
-  ) -> jax.Array:
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rngs, rate)
-    if deterministic:
-      return inputs
+  def _train(self, key, inputs, rate):
     return alpha_dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits)
 
 
-class DropPath(StochasticModule):
+class DropPath(RateModule):
   """:func:`jaxdrop.drop_path` (stochastic depth) as an NNX layer."""
 
   def __init__(
@@ -138,18 +117,14 @@ class DropPath(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.batch_axis, self.mode, self.mask_bits = rate, batch_axis, mode, mask_bits
 
-  def __call__(
-      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
-      rate: float | jax.Array | None = None,
-  ) -> jax.Array:
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rngs, rate)
-    if deterministic:
-      return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
+  def _train(self, key, inputs, rate):
     return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits)
 
+  def _eval(self, inputs, rate):
+    return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
 
-class DropBlock(StochasticModule):
+
+class DropBlock(RateModule):
   """:func:`jaxdrop.drop_block` for NHWC feature maps as an NNX layer."""
 
   def __init__(
@@ -166,15 +141,6 @@ class DropBlock(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.block_size, self.broadcast_dims, self.mask_bits = rate, block_size, tuple(broadcast_dims), mask_bits
 
-  def __call__(
-      self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,
-      rate: float | jax.Array | None = None,
-  ) -> jax.Array:
-    rate = self.rate if rate is None else rate
-    deterministic, key = self.resolve(deterministic, rngs, rate)
-    if deterministic:
-      return inputs
-    return drop_block(
-        key, inputs, rate, block_size=self.block_size,
-        broadcast_dims=self.broadcast_dims, mask_bits=self.mask_bits,
-    )
+  def _train(self, key, inputs, rate):
+    return drop_block(key, inputs, rate, block_size=self.block_size, broadcast_dims=self.broadcast_dims,
+                      mask_bits=self.mask_bits)
