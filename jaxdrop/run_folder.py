@@ -38,7 +38,6 @@ __all__ = ["LOCK_FILE", "MARKER_FILE", "RunFolder", "open_run_folder"]
 MARKER_FILE = ".jaxdrop-run.json"
 LOCK_FILE = ".jaxdrop.lock"
 _CONTROL = frozenset({MARKER_FILE, LOCK_FILE})
-_REPLACED_ON_OVERWRITE = ("checkpoints", "record.json")
 
 
 def _flag(name: str) -> str:
@@ -74,6 +73,25 @@ def _results(path: Path) -> set[str]:
     if isinstance(record, dict) and record.get("status") == "failed" and not record.get("runs"):
       held.discard("record.json")
   return held
+
+
+def _written_by_the_run(path: Path) -> list[Path]:
+  """What ``--overwrite`` removes: the checkpoints, the records and the figures the record lists."""
+  found = [path / "checkpoints", path / "record.json", *path.glob("record-failed-*.json")]
+  try:
+    figures = json.loads((path / "record.json").read_text()).get("figures", [])
+  except (OSError, ValueError, AttributeError):
+    figures = []
+  found += [path / name for name in figures if isinstance(name, str) and name == Path(name).name]
+  return [p for p in found if p.exists()]
+
+
+def _finished_without_checkpoints(path: Path) -> bool:
+  try:
+    record = json.loads((path / "record.json").read_text())
+  except (OSError, ValueError):
+    return False
+  return isinstance(record, dict) and record.get("status") == "ok" and not (path / "checkpoints").is_dir()
 
 
 def _option_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -174,7 +192,9 @@ def open_run_folder(
   Raises:
     ConfigError: both flags, or ``path`` is not a folder.
     OutputExistsError: the folder holds files and no flag says what to do
-      with them, or ``overwrite`` on a folder jaxdrop did not write.
+      with them, or ``overwrite`` on a folder jaxdrop did not write
+      (``overwrite`` removes only the earlier run's checkpoints, records and
+      the figures its record lists).
     OutputMismatchError: ``resume`` on a run of another kind or options.
     OutputInUseError: another process holds the folder.
     PermissionError: the folder cannot be written.
@@ -219,9 +239,14 @@ def open_run_folder(
               f"--resume: the run in {path} was started with other options ({'; '.join(diffs)}); resume with the"
               " run's options, or start a new run in another --out."
           )
+        if _finished_without_checkpoints(path):
+          raise OutputMismatchError(
+              f"--resume: the run in {path} finished and kept no checkpoints (it ran without --checkpoint-every):"
+              " there is nothing to continue and its record stands; to train it longer, rerun with --overwrite"
+              " (same seed, same first epochs) or into another --out."
+          )
       elif overwrite:
-        for name in _REPLACED_ON_OVERWRITE:
-          target = path / name
+        for target in _written_by_the_run(path):
           shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
       else:
         raise OutputExistsError(

@@ -18,8 +18,14 @@ def test_a_new_folder_is_marked_and_a_used_one_is_never_reused_silently(tmp_path
   assert marker["kind"] == "e2" and marker["options"] == {"lr": 0.1}
   with pytest.raises(OutputExistsError, match="--overwrite"):
     open_run_folder(tmp_path / "run", kind="e2")
+  (tmp_path / "run" / "record.json").write_text(json.dumps({"figures": ["curves.png", "../outside.png"]}))
+  for name in ("curves.png", "notes.txt", "record-failed-20260101-000000.json"):
+    (tmp_path / "run" / name).write_text("x")
+  (tmp_path / "outside.png").write_text("x")
   open_run_folder(tmp_path / "run", kind="e2", overwrite=True).release()
-  assert not (tmp_path / "run" / "record.json").exists()
+  left = sorted(p.name for p in (tmp_path / "run").iterdir())
+  assert left == sorted([LOCK_FILE, MARKER_FILE, "notes.txt"])  # the run's record, figure and failed record went
+  assert (tmp_path / "outside.png").exists()  # a name in the record never reaches outside the folder
   with pytest.raises(ConfigError, match="only one of them"):
     open_run_folder(tmp_path / "x", kind="e2", overwrite=True, resume=True)
 
@@ -120,3 +126,12 @@ def test_read_only_output_folder(tmp_path):
   ro.chmod(0o500)
   with pytest.raises(PermissionError, match="cannot write"):
     open_run_folder(ro / "run", kind="e2")
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused_not_restarted(tmp_path):
+  with open_run_folder(tmp_path / "run", kind="e2", options={}) as folder:
+    (folder.path / "record.json").write_text(json.dumps({"experiment": "e2", "environment": {}, "status": "ok"}))
+  with pytest.raises(OutputMismatchError, match="finished and kept no checkpoints"):
+    open_run_folder(tmp_path / "run", kind="e2", options={}, resume=True)
+  (tmp_path / "run" / "checkpoints").mkdir()  # with checkpoints, resume goes on (to the checkpoints' checks)
+  open_run_folder(tmp_path / "run", kind="e2", options={}, resume=True).release()
