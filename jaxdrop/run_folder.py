@@ -82,8 +82,9 @@ def _written_by_the_run(path: Path) -> list[Path]:
     figures = json.loads((path / "record.json").read_text()).get("figures", [])
   except (OSError, ValueError, AttributeError):
     figures = []
-  found += [path / name for name in figures if isinstance(name, str) and name == Path(name).name]
-  return [p for p in found if p.exists()]
+  inside = lambda name: isinstance(name, str) and name not in ("", ".", "..") and name == Path(name).name
+  found += [path / name for name in figures if inside(name)]
+  return [p for p in found if p.exists() or p.is_symlink()]
 
 
 def _finished_without_checkpoints(path: Path) -> bool:
@@ -247,7 +248,10 @@ def open_run_folder(
           )
       elif overwrite:
         for target in _written_by_the_run(path):
-          shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+          if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+          else:  # a file, or a link (never followed)
+            target.unlink(missing_ok=True)
       else:
         raise OutputExistsError(
             f"output folder {path} already holds a run; choose another --out, pass --resume to continue it"

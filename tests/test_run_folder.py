@@ -18,7 +18,10 @@ def test_a_new_folder_is_marked_and_a_used_one_is_never_reused_silently(tmp_path
   assert marker["kind"] == "e2" and marker["options"] == {"lr": 0.1}
   with pytest.raises(OutputExistsError, match="--overwrite"):
     open_run_folder(tmp_path / "run", kind="e2")
-  (tmp_path / "run" / "record.json").write_text(json.dumps({"figures": ["curves.png", "../outside.png"]}))
+  figures = ["curves.png", "../outside.png", "..", ".", "", "/etc/passwd", "link"]
+  (tmp_path / "run" / "record.json").write_text(json.dumps({"figures": figures}))
+  (tmp_path / "kept").mkdir()
+  (tmp_path / "run" / "link").symlink_to(tmp_path / "kept")
   for name in ("curves.png", "notes.txt", "record-failed-20260101-000000.json"):
     (tmp_path / "run" / name).write_text("x")
   (tmp_path / "outside.png").write_text("x")
@@ -26,6 +29,7 @@ def test_a_new_folder_is_marked_and_a_used_one_is_never_reused_silently(tmp_path
   left = sorted(p.name for p in (tmp_path / "run").iterdir())
   assert left == sorted([LOCK_FILE, MARKER_FILE, "notes.txt"])  # the run's record, figure and failed record went
   assert (tmp_path / "outside.png").exists()  # a name in the record never reaches outside the folder
+  assert (tmp_path / "kept").is_dir()  # a link is removed, never followed
   with pytest.raises(ConfigError, match="only one of them"):
     open_run_folder(tmp_path / "x", kind="e2", overwrite=True, resume=True)
 
