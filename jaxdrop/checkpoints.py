@@ -155,7 +155,7 @@ class Checkpoints:
 
     Raises:
       CheckpointMismatchError: the newest readable checkpoint comes from a
-        different configuration, or holds arrays of other shapes or dtypes.
+        different configuration, or holds arrays of other shapes.
       CheckpointError: checkpoints exist (or existed) but none of them can be
         read.
     """
