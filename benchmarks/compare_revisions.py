@@ -19,11 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: import the repository's packages from its root
+  sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import jax
 import jax.numpy as jnp
 
 import jaxdrop
-from jaxdrop.bench import interleaved_medians
+from benchmarks.bench import interleaved_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"16-bit (default)": {}, "8-bit": {"mask_bits": 8}, "32-bit": {"mask_bits": 32}}

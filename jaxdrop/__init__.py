@@ -5,19 +5,19 @@ probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 """
 
 from jaxdrop import attention
-from jaxdrop.alpha_dropout import alpha_dropout
-from jaxdrop.drop_block import drop_block
-from jaxdrop.drop_connect import drop_connect
-from jaxdrop.drop_path import drop_path
-from jaxdrop.dropout import dropout, dropout_eval, keep_probability
-from jaxdrop.gaussian_dropout import gaussian_dropout
-from jaxdrop.lstm import init_lstm_params, lstm
-from jaxdrop.max_norm import fan_in_axes, max_norm, max_norm_projection
-from jaxdrop.mc_dropout import MCDropoutPrediction, mc_dropout
-from jaxdrop.param_masks import all_params, decay_mask, param_names, resolve_mask, weights_only
-from jaxdrop.penalties import elastic_net_penalty, l1_penalty, l2_norm_penalty, l2_penalty
-from jaxdrop.schedules import drop_path_rates, early_dropout, late_dropout
-from jaxdrop.weight_decay import adam, adamw, add_weight_decay, sgd
+from jaxdrop._alpha_dropout import alpha_dropout
+from jaxdrop._drop_block import drop_block
+from jaxdrop._drop_connect import drop_connect
+from jaxdrop._drop_path import drop_path
+from jaxdrop._dropout import dropout, dropout_eval, keep_probability
+from jaxdrop._gaussian_dropout import gaussian_dropout
+from jaxdrop._lstm import init_lstm_params, lstm
+from jaxdrop._max_norm import fan_in_axes, max_norm, max_norm_projection
+from jaxdrop._mc_dropout import MCDropoutPrediction, mc_dropout
+from jaxdrop._param_masks import all_params, decay_mask, param_names, resolve_mask, weights_only
+from jaxdrop._penalties import elastic_net_penalty, l1_penalty, l2_norm_penalty, l2_penalty
+from jaxdrop._schedules import drop_path_rates, early_dropout, late_dropout
+from jaxdrop._weight_decay import adam, adamw, add_weight_decay, sgd
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax import nnx
 from flax.nnx.nn.attention import dot_product_attention_weights as nnx_attention_weights
 
 from jaxdrop import _bits, _checks

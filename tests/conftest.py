@@ -11,9 +11,9 @@ import os
 import jax
 import pytest
 
-from jaxdrop import reproduce
-from jaxdrop.experiments import run_experiment
-from jaxdrop.records import write_json
+from experiments import reproduce
+from experiments.registry import run_experiment
+from experiments.records import write_json
 from tests.test_sharded_suite import SHARDED_SUITE
 
 collect_ignore = [] if os.environ.get(SHARDED_SUITE) else ["sharded"]
@@ -22,9 +22,10 @@ collect_ignore = [] if os.environ.get(SHARDED_SUITE) else ["sharded"]
 # (pyproject's "-n 2") do not end with one of them alone on a long test. The other readers of the small runs
 # go last, when the first worker has computed them (see small_records).
 SLOW_FIRST = (
-    "tests/test_sharded_suite.py::", "tests/test_cli.py::test_report_renders_every_part",
-    "tests/test_reproducibility.py::test_data_parallel_runs", "tests/test_checkpoints.py::test_sigkill",
-    "tests/test_reproducibility.py::test_same_seed_gives_bitwise",
+    "tests/test_sharded_suite.py::", "tests/experiments/test_cli.py::test_report_renders_every_part",
+    "tests/experiments/test_reproducibility.py::test_data_parallel_runs",
+    "tests/jaxdrop/training/test_checkpoints.py::test_sigkill",
+    "tests/experiments/test_reproducibility.py::test_same_seed_gives_bitwise",
 )
 
 

@@ -14,7 +14,7 @@ def setup_commands():
 
 def test_exactly_two_setup_commands_main_job_and_tests():
   main_job, tests = setup_commands()
-  assert main_job.endswith("jaxdrop reproduce") and "[experiments]" in main_job
+  assert main_job.endswith(".venv/bin/python -m experiments reproduce") and "[experiments]" in main_job
   assert tests.endswith("python -m pytest -q") and "[test]" in tests
 
 

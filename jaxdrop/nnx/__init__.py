@@ -1,9 +1,9 @@
 """Flax NNX layers: a ``deterministic`` attribute (``train()``/``eval()``/``nnx.view``) and ``rngs``."""
 
-from jaxdrop.nnx.attention import MultiHeadAttention
-from jaxdrop.nnx.drop_connect import DropConnectLinear
-from jaxdrop.nnx.dropout import AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout
-from jaxdrop.nnx.lstm import LSTM
+from jaxdrop.nnx._attention import MultiHeadAttention
+from jaxdrop.nnx._drop_connect import DropConnectLinear
+from jaxdrop.nnx._dropout import AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout
+from jaxdrop.nnx._lstm import LSTM
 
 __all__ = [
     "LSTM",

@@ -1,6 +1,6 @@
 """Data-parallel experiments on 4 of this process's 8 simulated devices, under JAX's default partitioner."""
 
-from jaxdrop.experiments import run_experiment
+from experiments.registry import run_experiment
 
 
 def test_several_seeds_train_data_parallel_one_after_the_other(tmp_path):

@@ -12,9 +12,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 import jaxdrop
-from jaxdrop import engine
-from jaxdrop.data import resolve_dataset
-from jaxdrop.experiments import e2_d2l_mlp
+from jaxdrop import training
+from experiments.data import resolve_dataset
+from experiments.registry import e2_d2l_mlp
 
 DROPOUT_SHAPE = (8, 6, 5)
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def train_e2(mesh):
   config = e2_d2l_mlp.E2Config(dataset="digits", batch_size=64)
   data = resolve_dataset("digits", "fashion_mnist", None)
   task, init = e2_d2l_mlp.build("concise", config, data)
-  result = engine.fit(task, init(engine.run_keys(0)["init"]), jaxdrop.sgd(config.lr), data, epochs=3,
+  result = training.fit(task, init(training.run_keys(0)["init"]), jaxdrop.sgd(config.lr), data, epochs=3,
                       batch_size=config.batch_size, seed=0, quiet=True, mesh=mesh, batch_invariant=True)
   return result.state.params
 
@@ -69,7 +69,7 @@ def test_the_documented_command_runs_on_two_processes_and_only_process_0_writes(
   port = free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
   out = tmp_path / "run"
-  command = [sys.executable, "-m", "jaxdrop", "run", "e2", "--dataset", "digits", "--versions", "concise",
+  command = [sys.executable, "-m", "experiments", "run", "e2", "--dataset", "digits", "--versions", "concise",
              "--epochs", "1", "--quiet", "--devices", "0", "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
              "--num-processes", "2", "--process-id"]
   procs = [subprocess.Popen([*command, str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks, side by side with Flax and PyTorch (not installed with the library)."""

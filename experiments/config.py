@@ -1,0 +1,129 @@
+"""The options every experiment takes, as a dataclass that the command line and the run folder read.
+
+Each experiment subclasses :class:`Config` with its source tutorial's values
+as defaults; ``validate`` names the first bad option and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any
+
+import jax
+
+from experiments.data import DATASETS
+from jaxdrop.errors import ConfigError
+
+__all__ = ["Config", "RUN_CONTROL", "option", "result_options"]
+
+
+def option(default, help: str, **metadata):
+  """A config field with its command-line help (and optional ``choices``)."""
+  if isinstance(default, (list, tuple)):
+    return dataclasses.field(default_factory=lambda: tuple(default), metadata={"help": help, **metadata})
+  return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass
+class Config:
+  """Options every experiment takes; subclasses set the source tutorial's values as defaults."""
+
+  seed: int = option(0, "run seed: initialization, dropout masks and shuffling all derive from it")
+  epochs: int | None = option(
+      None, "passes over the training set (default: the source tutorial's count on its data set; on a smaller"
+      " fallback data set, as many as make the source tutorial's number of optimizer steps)"
+  )
+  batch_size: int = option(256, "training batch size")
+  lr: float = option(0.1, "learning rate")
+  dataset: str = option(
+      "auto", "data set; 'auto' uses the source tutorial's when prepared locally, else the offline default",
+      choices=("auto", *DATASETS),
+  )
+  data_dir: str | None = option(None, "tensorflow-datasets data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+  path: str = option(
+      "auto", "epoch execution: one compiled scan per epoch, a Python loop of jitted steps, or auto"
+      " (scan, except convolutional models on CPU)", choices=("auto", "scan", "loop"),
+  )
+  tuned_xla: bool = option(
+      True, "let jaxdrop set XLA:CPU options for convolutional models (YNNPACK dot fusion, about 1.6x faster"
+      " steps); --no-tuned-xla compiles with XLA's defaults"
+  )
+  seeds: int = option(
+      1, "train this many seeds (seed, seed+1, ...) together in one vmapped program and report the mean,"
+      " standard deviation and 95%% confidence interval of each final metric"
+  )
+  batch_invariant_masks: bool = option(
+      False, "derive each example's dropout masks from the run key, the epoch and the example's index in the"
+      " data set, so they do not depend on batch size, batch composition or device count"
+  )
+  devices: int = option(1, "data-parallel training: split each batch over this many local devices (0: all)")
+  checkpoint_every: int = option(
+      0, "save an orbax checkpoint every this many optimizer steps and at the end (0: none, unless --resume)"
+  )
+  resume: bool = option(False, "continue from the newest good checkpoint in --out (the same options are required)")
+
+  def validate(self) -> None:
+    """Raises :class:`ConfigError` naming the first invalid option and what is allowed."""
+    hints = typing.get_type_hints(type(self))
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      flag = "--" + f.name.replace("_", "-")
+      choices = f.metadata.get("choices")
+      values = value if isinstance(value, tuple) else (value,)
+      if choices is not None and any(v not in choices for v in values):
+        raise ConfigError(f"{flag}: invalid choice {value!r}; choose from {', '.join(map(str, choices))}.")
+      if value is None and f.name == "epochs":
+        continue
+      if f.name == "seed":
+        runs = self.seeds if _is_int(self.seeds) and self.seeds > 0 else 1  # --seeds is checked below
+        if not _is_int(value) or value < 0 or value + runs - 1 > MAX_SEED:
+          raise ConfigError(f"{flag} must be an integer in 0..{MAX_SEED} (with --seeds N, seed + N - 1 too: JAX's"
+                            f" keys hold 32 bits, larger seeds would repeat smaller ones), got {value!r}.")
+      elif f.name in ("devices", "checkpoint_every"):
+        if not _is_int(value) or value < 0:
+          raise ConfigError(f"{flag} must be an integer >= 0, got {value!r}.")
+      elif hints[f.name] in (int, int | None):  # sizes and counts: layers, units, examples, epochs, steps
+        if not _is_int(value) or value < 1:
+          raise ConfigError(f"{flag} must be a positive integer, got {value!r}.")
+      if f.name == "lr" or f.name.endswith("_lr"):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+          raise ConfigError(f"{flag} must be a positive number, got {value!r}.")
+      if f.metadata.get("rate"):
+        for v in values:
+          if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+            raise ConfigError(f"{flag} must be a drop probability in [0, 1], got {value!r}.")
+      if f.metadata.get("nonnegative"):
+        for v in values:
+          if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{flag} must be a finite number >= 0, got {value!r}.")
+    if self.devices != 1:
+      available = len(jax.devices())
+      devices = self.devices or available
+      if devices > available:
+        raise ConfigError(f"--devices {devices} asks for more devices than the {available} JAX sees"
+                          f" ({jax.devices()[0].platform}); on CPU, set"
+                          f" XLA_FLAGS=--xla_force_host_platform_device_count={devices} before starting.")
+      if self.batch_size % devices:
+        raise ConfigError(f"--batch-size {self.batch_size} does not split evenly over {devices} devices;"
+                          f" use a multiple of {devices}.")
+
+
+# Options that change how a run executes or is saved, not its result; a run may
+# resume under other values of these.
+RUN_CONTROL = ("epochs", "path", "data_dir", "devices", "checkpoint_every", "resume", "tuned_xla")
+
+
+
+
+def result_options(config: Config) -> dict[str, Any]:
+  """The options that decide a run's result (all but :data:`RUN_CONTROL`): a resumed run must repeat them."""
+  return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}

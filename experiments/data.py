@@ -1,0 +1,254 @@
+"""Data sets of the experiments, as in-memory NumPy arrays.
+
+* ``mnist``, ``fashion_mnist``, ``cifar10``: tensorflow-datasets through
+  ``tfds.data_source`` (no TensorFlow needed to read prepared data). They must
+  be prepared in ``data_dir`` (ArrayRecord format) or be downloadable; without
+  network an unprepared data set fails within seconds and says what to do.
+* ``digits`` (the offline default for the classifiers): scikit-learn's 1,797
+  8x8 handwritten digits, which ship inside the scikit-learn wheel.
+* ``breast_cancer``: scikit-learn's Wisconsin breast cancer set (569 x 30,
+  bundled); its ten "mean" features make the 10-input, 2-class task of seed
+  002's small network.
+* E3's synthetic linear regression, drawn from its formula
+  (:func:`linear_regression_data`).
+
+Images are float32 in ``[0, 1]``, shaped ``(N, H, W, C)``; labels are int32.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import threading
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdrop.errors import ConfigError, DatasetCorruptError, DatasetUnavailableError
+
+__all__ = [
+    "DATASETS",
+    "OFFLINE_DEFAULT",
+    "Dataset",
+    "default_data_dir",
+    "linear_regression_data",
+    "load_dataset",
+    "resolve_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+OFFLINE_DEFAULT = "digits"
+TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+BUNDLED_DATASETS = ("digits", "breast_cancer")
+DATASETS = TFDS_DATASETS + BUNDLED_DATASETS
+NETWORK_PROBE = ("storage.googleapis.com", 443)
+
+
+class Dataset(NamedTuple):
+  """A train/test split held in memory."""
+
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  note: str = ""
+
+
+def default_data_dir() -> str:
+  """``$TFDS_DATA_DIR``, else tensorflow-datasets' default ``~/tensorflow_datasets``."""
+  return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+
+
+def network_reachable(timeout: float = 3.0) -> bool:
+  """Whether an HTTPS request to tfds' download host gets an answer within ``timeout`` seconds.
+
+  A whole HTTPS exchange is required (a bare TCP connect can succeed through
+  intercepting sandboxes without any route out). The probe runs in a daemon
+  thread, so a resolver or handshake that hangs cannot hold the caller longer
+  than ``timeout``.
+  """
+  result = []
+
+  def probe():
+    host, port = NETWORK_PROBE
+    connection = http.client.HTTPSConnection(host, port, timeout=timeout)
+    try:
+      connection.request("HEAD", "/")
+      connection.getresponse()
+      result.append(True)
+    except (OSError, http.client.HTTPException):
+      result.append(False)
+    finally:
+      connection.close()
+
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(result and result[0])
+
+
+def _split(x: np.ndarray, y: np.ndarray, seed: int = 0, test_fraction: float = 0.25):
+  """A fixed stratified train/test split (the bundled sets have none of their own)."""
+  from sklearn.model_selection import train_test_split
+
+  return train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
+
+
+def _digits() -> Dataset:
+  from sklearn.datasets import load_digits
+
+  bunch = load_digits()
+  images = (bunch.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1), values 0..16
+  x_train, x_test, y_train, y_test = _split(images, bunch.target.astype(np.int32))
+  note = "scikit-learn's bundled 8x8 digits (1,797 images; fixed stratified 75/25 split, seed 0)"
+  return Dataset("digits", x_train, y_train, x_test, y_test, 10, note)
+
+
+def _breast_cancer() -> Dataset:
+  from sklearn.datasets import load_breast_cancer
+
+  bunch = load_breast_cancer()
+  features = bunch.data[:, :10].astype(np.float32)  # the ten "mean ..." features
+  x_train, x_test, y_train, y_test = _split(features, bunch.target.astype(np.int32))
+  mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+  x_train, x_test = (x_train - mean) / std, (x_test - mean) / std  # train statistics only
+  note = "scikit-learn's bundled breast cancer set, 10 'mean' features standardized (569 rows; 75/25 split)"
+  return Dataset("breast_cancer", x_train, y_train, x_test, y_test, 2, note)
+
+
+def _prepare_hint(name: str, data_dir: str) -> str:
+  return (
+      f"prepare it on a machine with network access (pip install tensorflow tensorflow-datasets;"
+      f" tfds build {name} --data_dir {data_dir} --file_format array_record) and copy"
+      f" {os.path.join(data_dir, name)} here, or run offline with --dataset {OFFLINE_DEFAULT}"
+      " (scikit-learn's bundled 8x8 digits)"
+  )
+
+
+def _open_tfds(name: str, split: str, data_dir: str, download: bool):
+  import tensorflow_datasets as tfds
+
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as not_prepared:  # tfds raises several types for "no data here"
+    if not download:
+      raise DatasetUnavailableError(
+          f"{name} is not prepared in data_dir={data_dir} and downloads are off: {_prepare_hint(name, data_dir)}."
+      ) from not_prepared
+  if not network_reachable():
+    raise DatasetUnavailableError(
+        f"{name} is not prepared in data_dir={data_dir} and the network is unreachable:"
+        f" {_prepare_hint(name, data_dir)}."
+    )
+  log.info("downloading and preparing %s into %s", name, data_dir)
+  try:
+    return tfds.data_source(
+        name, split=split, data_dir=data_dir, download=True, builder_kwargs={"file_format": "array_record"}
+    )
+  except Exception as e:
+    raise DatasetUnavailableError(
+        f"could not download and prepare {name} into data_dir={data_dir} ({type(e).__name__}: {e});"
+        f" {_prepare_hint(name, data_dir)}."
+    ) from e
+
+
+def _tfds(name: str, data_dir: str, download: bool) -> Dataset:
+  arrays = []
+  for split in ("train", "test"):
+    source = _open_tfds(name, split, data_dir, download)
+    try:
+      examples = [source[i] for i in range(len(source))]
+      images = np.stack([np.asarray(ex["image"]) for ex in examples]).astype(np.float32) / 255.0
+      labels = np.asarray([int(ex["label"]) for ex in examples], np.int32)
+    except Exception as e:  # array_record and the decoders raise several types for damaged files
+      raise DatasetCorruptError(
+          f"the prepared {split} files of {name} in data_dir={data_dir} cannot be read ({type(e).__name__}:"
+          f" {str(e).splitlines()[0][:200]}); they are truncated or not tfds array_record files. Nothing was"
+          f" changed: move {os.path.join(data_dir, name)} away and {_prepare_hint(name, data_dir)}."
+      ) from e
+    arrays += [images, labels]
+  return Dataset(name, *arrays, num_classes=10, note=f"tensorflow-datasets {name} from {data_dir}")
+
+
+def load_dataset(name: str, data_dir: str | None = None, *, download: bool = True) -> Dataset:
+  """Loads a data set into memory.
+
+  Args:
+    name: one of :data:`DATASETS`.
+    data_dir: where tfds data sets are prepared (default :func:`default_data_dir`).
+    download: allow tfds to download a data set that is not prepared, when
+      the network is reachable.
+
+  Returns:
+    A :class:`Dataset`.
+
+  Raises:
+    ConfigError: for an unknown name.
+    DatasetUnavailableError: if a tfds data set is neither prepared nor
+      downloadable (raised within seconds when offline).
+    DatasetCorruptError: if its prepared files cannot be read.
+  """
+  if name == "digits":
+    return _digits()
+  if name == "breast_cancer":
+    return _breast_cancer()
+  if name in TFDS_DATASETS:
+    return _tfds(name, data_dir or default_data_dir(), download)
+  raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+
+
+def resolve_dataset(requested: str, native: str, data_dir: str | None = None) -> Dataset:
+  """Loads ``requested``; ``"auto"`` means ``native`` if prepared locally, else the offline default.
+
+  ``"auto"`` never touches the network: it is what the experiments run by
+  default, so they always run offline. The returned data set's ``note`` says
+  which data set was used and why.
+  """
+  if requested != "auto":
+    return load_dataset(requested, data_dir)
+  try:
+    dataset = load_dataset(native, data_dir, download=False)
+  except DatasetUnavailableError:
+    fallback = load_dataset(OFFLINE_DEFAULT, data_dir)
+    note = (
+        f"the source tutorial's data set, {native}, is not prepared in {data_dir or default_data_dir()};"
+        f" ran offline on {fallback.note} with the model adapted to its input size"
+    )
+    return fallback._replace(note=note)
+  return dataset
+
+
+def linear_regression_data(
+    key: jax.Array, num_examples: int, num_inputs: int, *, weight: float = 0.01, bias: float = 0.05,
+    noise: float = 0.01,
+) -> tuple[jax.Array, jax.Array]:
+  """Tutorial 004's data: ``y = bias + sum_i weight * x_i + eps`` with ``x ~ N(0, 1)``, ``eps ~ N(0, noise**2)``.
+
+  Args:
+    key: a PRNG key.
+    num_examples: number of rows.
+    num_inputs: dimension ``d`` of ``x``.
+    weight: every true weight (0.01 in the seed).
+    bias: true bias (0.05).
+    noise: standard deviation of the label noise (0.01).
+
+  Returns:
+    ``x`` of shape ``(num_examples, num_inputs)`` and ``y`` of shape ``(num_examples, 1)``.
+
+  Example:
+    >>> import jax
+    >>> from experiments.data import linear_regression_data
+    >>> x, y = linear_regression_data(jax.random.key(0), 20, 200)
+    >>> x.shape, y.shape
+    ((20, 200), (20, 1))
+  """
+  kx, ke = jax.random.split(key)
+  x = jax.random.normal(kx, (num_examples, num_inputs))
+  y = x @ jnp.full((num_inputs, 1), weight) + bias + noise * jax.random.normal(ke, (num_examples, 1))
+  return x, y

@@ -1,0 +1,182 @@
+"""What a run leaves behind: ``record.json`` written atomically, and the facts it holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+
+from jaxdrop.training import FitResult, param_sha256
+
+if TYPE_CHECKING:
+  from experiments.config import Config
+  from experiments.data import Dataset
+  from experiments.runner import Experiment
+
+__all__ = ["RunRecord", "describe", "environment", "run_entry", "seed_summary", "seeds_entry", "write_json"]
+
+
+def environment() -> dict[str, Any]:
+  """Library versions and the device the run used."""
+  import flax
+  import jaxlib
+  import optax
+
+  device = jax.devices()[0]
+  return {
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "flax": flax.__version__,
+      "optax": optax.__version__,
+      "backend": jax.default_backend(),
+      "device_kind": device.device_kind,
+      "device_count": jax.device_count(),
+      "machine": platform.machine(),
+  }
+
+
+def _default(obj):
+  if isinstance(obj, (np.floating, np.integer)):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, Path):
+    return str(obj)
+  raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes ``obj`` as JSON through a temporary file and an atomic rename.
+
+  A crash leaves either the old file or the new one, never half of one.
+  """
+  path = Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the record from the group
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=2, default=_default, allow_nan=True)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def seeds_entry(name: str, seeds: list[int], entries: list[dict[str, Any]]) -> dict[str, Any]:
+  """The record entry of several seeds of one run: mean curves, per-metric summaries, each seed's entry."""
+  history = {k: np.mean([e["history"][k] for e in entries], axis=0).tolist() for k in entries[0]["history"]}
+  summary = {k: seed_summary([e["final"][k] for e in entries]) for k in entries[0]["final"]}
+  return {
+      "name": name,
+      "seeds": seeds,
+      "history": history,
+      "final": {k: v["mean"] for k, v in summary.items()},
+      "summary": summary,
+      "param_sha256": [e["param_sha256"] for e in entries],
+      "steps": entries[0]["steps"],
+      "execution": entries[0]["execution"],
+      "per_seed": entries,
+  }
+
+
+def seed_summary(values: list[float]) -> dict[str, Any]:
+  """Mean, sample standard deviation and Student-t 95 % confidence interval of the mean."""
+  from scipy import stats
+
+  values = np.asarray(values, np.float64)
+  mean, n = float(values.mean()), len(values)
+  sd = float(values.std(ddof=1)) if n > 1 else 0.0
+  half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else 0.0
+  return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n}
+
+
+def run_entry(name: str, result: FitResult) -> dict[str, Any]:
+  """A run's record entry: history, final metrics, parameter hash, steps and execution path."""
+  return {
+      "name": name,
+      "history": result.history,
+      "final": {k: v[-1] for k, v in result.history.items() if k != "epoch"},
+      "param_sha256": param_sha256(result.state.params),
+      "steps": int(result.state.step),
+      "execution": result.execution,
+  }
+
+
+def describe(entry: dict[str, Any]) -> str:
+  """One summary line: ``name: train loss ..., train acc ..., test acc ...`` (means and 95 % CIs over seeds)."""
+  if "summary" in entry:
+    parts = [f"{k.replace('_', ' ')} {v['mean']:.4f} +- {v['sd']:.4f} (95% CI {v['ci95'][0]:.4f}..{v['ci95'][1]:.4f})"
+             for k, v in entry["summary"].items()]
+    return f"{entry['name']} ({len(entry['seeds'])} seeds): " + ", ".join(parts)
+  parts = [f"{k.replace('_', ' ')} {v:.4f}" for k, v in entry["final"].items()]
+  return f"{entry['name']}: " + ", ".join(parts)
+
+
+class RunRecord:
+  """Accumulates ``record.json`` for one experiment run and writes it."""
+
+  def __init__(self, experiment: Experiment, config: Config, out_dir: Path):
+    self.out_dir = out_dir
+    self.had_record = (out_dir / "record.json").exists()
+    self.started = time.perf_counter()
+    self.data: dict[str, Any] = {
+        "experiment": experiment.name,
+        "title": experiment.title,
+        "source": experiment.source,
+        "config": dataclasses.asdict(config),
+        "seed": config.seed,
+        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "execution_path": config.path,
+        "dataset": None,
+        "runs": [],
+        "figures": [],
+        "status": "running",
+    }
+
+  def set_dataset(self, data: Dataset, requested: str) -> None:
+    self.data["dataset"] = {
+        "name": data.name,
+        "requested": requested,
+        "train_size": int(len(data.y_train)),
+        "test_size": int(len(data.y_test)),
+        "note": data.note,
+    }
+
+  def add_run(self, entry: dict[str, Any]) -> None:
+    self.data["runs"].append(entry)
+
+  def add_figure(self, path: str | Path) -> None:
+    self.data["figures"].append(Path(path).name)
+
+  def finish(self, status: str = "ok", **extra) -> dict[str, Any]:
+    """Writes ``record.json``; a failed run next to an earlier record writes ``record-failed-<time>.json``."""
+    self.data.update(extra)
+    self.data["status"] = status
+    self.data["wall_time_s"] = round(time.perf_counter() - self.started, 3)
+    path = self.out_dir / "record.json"
+    if status != "ok" and self.had_record:  # a resumed run that failed: keep the earlier record
+      stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+      path = self.out_dir / f"record-failed-{stamp}.json"
+    write_json(path, self.data)
+    return self.data

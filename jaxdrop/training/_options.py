@@ -1,0 +1,63 @@
+"""How :func:`~jaxdrop.training.fit` trains: :class:`FitOptions`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["EpochPath", "FitOptions"]
+
+EpochPath = Literal["auto", "scan", "loop"]
+
+
+def _positive_int(name: str, value) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"FitOptions.{name} must be a positive integer, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+  """How :func:`fit` trains: epochs, batches, execution and reporting.
+
+  Attributes:
+    epochs: number of passes over the training set.
+    batch_size: training batch size.
+    shuffle: reshuffle the training set every epoch.
+    path: ``"scan"`` (one compiled call per epoch), ``"loop"`` (the jitted
+      step from Python) or ``"auto"`` (:func:`~jaxdrop.training.xla_cpu.choose_path`).
+    eval_every: evaluate every this many epochs (and after the last).
+    eval_train: report the training loss/accuracy of a deterministic pass over
+      the training set (as d2l's ``evaluate_loss``) instead of the running
+      average of the training steps (as d2l's ``train_epoch``).
+    batch_invariant: draw each example's dropout masks from its own key
+      (:func:`~jaxdrop.training.example_keys`), independent of batch size,
+      batch composition and device count.
+    compiler_options: XLA options for the compiled steps; ``"auto"``:
+      :func:`~jaxdrop.training.xla_cpu.choose_compiler_options`; ``None``: XLA's defaults.
+    quiet: no progress bar (it is also off when stderr is not a terminal).
+    description: label of the progress bar.
+
+  Example:
+    >>> from jaxdrop.training import FitOptions
+    >>> FitOptions(epochs=3, batch_size=32).path
+    'auto'
+  """
+
+  epochs: int
+  batch_size: int
+  shuffle: bool = True
+  path: EpochPath = "auto"
+  eval_every: int = 1
+  eval_train: bool = False
+  batch_invariant: bool = False
+  compiler_options: dict[str, str] | Literal["auto"] | None = "auto"
+  quiet: bool = False
+  description: str = ""
+
+  def __post_init__(self):
+    for name in ("epochs", "batch_size", "eval_every"):
+      _positive_int(name, getattr(self, name))
+    if self.path not in ("auto", "scan", "loop"):
+      raise ValueError(f"FitOptions.path must be 'auto', 'scan' or 'loop', got {self.path!r}.")

@@ -1,0 +1,269 @@
+"""Every bad input of the README's table, tried: each gets a clear error and loses no data.
+
+Each row is (fault, what is tried, the error, a fragment of its message). The
+README's "Bad input" table lists the same rows.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdrop
+from experiments import cli, data
+from jaxdrop import training
+from jaxdrop.training import Checkpoints
+from jaxdrop.errors import DatasetCorruptError, DatasetUnavailableError
+from experiments.registry import run_experiment
+from tests.jaxdrop.training.test_fit import MODEL, TASK, init_params, toy_data
+
+X = jnp.ones((4, 8))
+
+
+def reused_key():
+  key = jax.random.key(0)
+  jaxdrop.dropout(key, X, 0.5)
+  jaxdrop.dropout(key, X, 0.5)
+
+
+LIBRARY = [
+    ("rate above 1", lambda: jaxdrop.dropout(jax.random.key(0), X, 1.5), ValueError, "rate must be in \\[0, 1\\]"),
+    ("rate NaN", lambda: jaxdrop.dropout(jax.random.key(0), X, float("nan")), ValueError, "rate"),
+    ("integer input", lambda: jaxdrop.dropout(jax.random.key(0), jnp.ones(3, jnp.int32), 0.5), TypeError,
+     "floating"),
+    ("missing key", lambda: jaxdrop.dropout(None, X, 0.5), ValueError, "jax.random.key"),
+    ("key reused (jax_debug_key_reuse)", reused_key, jax.errors.KeyReuseError, "consumed"),
+    ("broadcast_dims out of range", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, broadcast_dims=(5,)),
+     ValueError, "broadcast_dims"),
+    ("unknown mask_bits", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, mask_bits=12), ValueError, "mask_bits"),
+    ("float mask_bits", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, mask_bits=16.0), TypeError,
+     "mask_bits must be an int"),
+    ("broadcast_dims not axes", lambda: jaxdrop.dropout(jax.random.key(0), X, 0.5, broadcast_dims=1.5), TypeError,
+     "broadcast_dims must be a sequence of axes"),
+    ("raw key data of no PRNG's shape", lambda: jaxdrop.dropout(jnp.zeros(3, jnp.uint32), X, 0.5), ValueError,
+     "raw key data of shape \\(3,\\)"),
+    ("bool-mask leaf that is not a bool", lambda: jaxdrop.resolve_mask({"w": X}, {"w": "no"}), TypeError,
+     "holds Python bools"),
+    ("negative NumPy weight_decay", lambda: jaxdrop.adamw(1e-3, weight_decay=np.float32(-1)), ValueError,
+     "weight_decay must be a finite number >= 0"),
+    ("negative NumPy max_value", lambda: jaxdrop.max_norm(np.float64(-3.0)), ValueError, "max_value must be > 0"),
+]
+
+
+@pytest.mark.parametrize(("fault", "action", "error", "message"), LIBRARY, ids=[row[0] for row in LIBRARY])
+def test_library_inputs(fault, action, error, message):
+  with pytest.raises(error, match=message):
+    action()
+
+
+CLI_USAGE = [  # argparse errors: exit 2, one line, the valid choices
+    ("unknown experiment", ["run", "e9"], "invalid choice: 'e9' (choose from 'e1', 'e2'"),
+    ("unknown option", ["run", "e2", "--dropout3", "0.1"], "unrecognized arguments: --dropout3"),
+    ("unknown data set", ["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'auto', 'mnist'"),
+    ("non-numeric epochs", ["run", "e2", "--epochs", "two"], "invalid int value: 'two'"),
+    ("unknown command", ["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize(("fault", "argv", "message"), CLI_USAGE, ids=[row[0] for row in CLI_USAGE])
+def test_cli_usage_errors(fault, argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  err = capsys.readouterr().err
+  assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+CLI_VALUES = [  # checked before anything is created: exit 2, one line
+    ("negative epochs", ["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+    ("zero epochs", ["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    ("zero batch size", ["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    ("negative batch size", ["--batch-size", "-5"], "--batch-size must be a positive integer, got -5"),
+    ("learning rate NaN", ["--lr", "nan"], "--lr must be a positive number"),
+    ("batch larger than the data set", ["--batch-size", "5000"], "--batch-size 5000 is larger than the training set"),
+    ("rate out of range", ["--dropout1", "1.5"], "--dropout1 must be a drop probability in [0, 1], got 1.5"),
+    ("second rate out of range", ["--dropout2", "1.5"], "--dropout2 must be a drop probability in [0, 1], got 1.5"),
+    ("zero seeds", ["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    ("more devices than exist", ["--devices", "64"], "XLA_FLAGS=--xla_force_host_platform_device_count=64"),
+    ("--resume without --out", ["--resume"], "--resume needs --out DIR"),
+    ("--num-processes without --coordinator", ["--num-processes", "2"], "need --coordinator HOST:PORT"),
+    ("--coordinator alone", ["--coordinator", "127.0.0.1:1"], "--coordinator needs --num-processes N and"),
+    ("process id out of range", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0..1"),
+    ("zero test examples", ["e3", "--n-test", "0"], "--n-test must be a positive integer, got 0"),
+    ("zero training examples", ["e3", "--n-train", "0"], "--n-train must be a positive integer, got 0"),
+    ("negative input size", ["e3", "--num-inputs", "-3"], "--num-inputs must be a positive integer, got -3"),
+    ("negative hidden units", ["--hidden", "-5"], "--hidden must be a positive integer, got -5"),
+    ("seed beyond 32 bits", ["--seed", "99999999999999999999999"], "--seed must be an integer in 0..4294967295"),
+    ("negative seed", ["--seed", "-1"], "--seed must be an integer in 0..4294967295"),
+    ("negative momentum", ["e1", "--momentum", "-0.5"], "--momentum must be a finite number >= 0"),
+    ("--out is /dev/null", ["--out", "/dev/null"], "--out /dev/null is a file, not a folder"),
+    ("checkpoints across processes", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0",
+                                      "--checkpoint-every", "5"], "not supported across several processes"),
+]
+
+
+@pytest.mark.parametrize(("fault", "argv", "message"), CLI_VALUES, ids=[r[0] for r in CLI_VALUES])
+def test_cli_value_errors(fault, argv, message, capsys, tmp_path):
+  name, argv = (argv[0], argv[1:]) if argv[0].startswith("e") else ("e2", argv)
+  out = [] if "--resume" in argv or "--out" in argv else ["--out", str(tmp_path / "out")]
+  dataset = ["--dataset", "digits"] if name != "e3" else []
+  assert cli.main(["run", name, *dataset, "--quiet", *argv, *out]) == 2
+  err = capsys.readouterr().err
+  assert message in err and len(err.strip().splitlines()) == 1
+  assert not (tmp_path / "out").exists()  # rejected before the folder is made, or the folder removed again
+
+
+def test_a_usage_error_found_after_the_folder_was_made_does_not_block_the_corrected_command(tmp_path, capsys):
+  argv = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--epochs", "1", "--quiet", "--out",
+          str(tmp_path / "run")]
+  for _ in range(2):  # the same mistake twice: the same message, not "already holds a run"
+    assert cli.main([*argv, "--batch-size", "5000"]) == 2
+    assert "larger than the training set" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+  (tmp_path / "run").mkdir()  # an empty folder made by the user stays, empty
+  assert cli.main([*argv, "--batch-size", "5000"]) == 2
+  assert list((tmp_path / "run").iterdir()) == []
+  assert cli.main(argv) == 0
+
+
+def test_existing_output_folder_is_never_overwritten_without_flag(tmp_path, capsys):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "record.json").write_text("precious")
+  for flags in ([], ["--overwrite"], ["--resume"]):  # not jaxdrop's: never used, replaced or resumed
+    assert cli.main(["run", "e3", "--quiet", "--out", str(out), *flags]) == 1
+    assert "holds files that jaxdrop did not write" in capsys.readouterr().err
+  assert cli.main(["run", "e3", "--quiet", "--out", str(out), "--resume", "--overwrite"]) == 2
+  assert "pass only one of them" in capsys.readouterr().err
+  assert sorted(p.name for p in out.iterdir()) == ["record.json"] and (out / "record.json").read_text() == "precious"
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, capsys):
+  blocker = tmp_path / "a-file"
+  blocker.write_text("not a folder")
+  assert cli.main(["run", "e3", "--quiet", "--out", str(blocker / "run")]) == 1
+  assert "cannot write to output folder" in capsys.readouterr().err
+  assert blocker.read_text() == "not a folder"
+
+
+def test_missing_data_dir_offline_fails_fast(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  start = time.perf_counter()
+  with pytest.raises(DatasetUnavailableError, match=f"data_dir={tmp_path / 'missing'}.*--dataset digits"):
+    data.load_dataset("mnist", str(tmp_path / "missing"))
+  assert time.perf_counter() - start < 10
+  assert not (tmp_path / "missing").exists()
+
+
+def test_data_dir_that_is_a_file(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  bad = tmp_path / "file"
+  bad.write_text("x")
+  with pytest.raises(DatasetUnavailableError, match="is not prepared in data_dir"):
+    data.load_dataset("mnist", str(bad))
+  assert bad.read_text() == "x"
+
+
+def test_offline_download_is_refused_within_seconds(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  with pytest.raises(DatasetUnavailableError, match="network is unreachable"):
+    data.load_dataset("fashion_mnist", str(tmp_path), download=True)
+
+
+def fake_prepared_mnist(data_dir, content: bytes):
+  """A tfds mnist folder whose metadata is valid but whose array_record shards hold ``content``."""
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder("mnist", data_dir=str(data_dir), file_format="array_record")
+  os.makedirs(builder.data_dir, exist_ok=True)
+  template = lambda split: tfds.core.naming.ShardedFileTemplate(
+      data_dir=builder.data_dir, dataset_name="mnist", filetype_suffix="array_record", split=split)
+  splits = [tfds.core.SplitInfo(name=s, shard_lengths=[4], num_bytes=len(content), filename_template=template(s))
+            for s in ("train", "test")]
+  builder.info.set_splits(tfds.core.SplitDict(splits))
+  builder.info.write_to_directory(builder.data_dir)
+  for split in ("train", "test"):
+    with open(os.path.join(builder.data_dir, f"mnist-{split}.array_record-00000-of-00001"), "wb") as f:
+      f.write(content)
+  return builder.data_dir
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG wrong magic" * 8, b""], ids=["wrong magic", "truncated"])
+def test_corrupt_data_files_are_reported_and_kept(tmp_path, content):
+  folder = fake_prepared_mnist(tmp_path, content)
+  before = sorted(os.listdir(folder))
+  with pytest.raises(DatasetCorruptError, match="cannot be read .* truncated or not tfds array_record files"):
+    data.load_dataset("mnist", str(tmp_path), download=False)
+  assert sorted(os.listdir(folder)) == before  # nothing deleted or rewritten
+
+
+def test_auto_does_not_hide_a_corrupt_data_set(tmp_path):
+  fake_prepared_mnist(tmp_path, b"garbage" * 20)
+  with pytest.raises(DatasetCorruptError):
+    data.resolve_dataset("auto", "mnist", str(tmp_path))
+
+
+def test_checkpoint_from_a_different_config_is_refused(tmp_path, capsys):
+  base = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--epochs", "1", "--quiet",
+          "--checkpoint-every", "3", "--out", str(tmp_path / "run")]
+  assert cli.main(base) == 0
+  record = (tmp_path / "run" / "record.json").read_text()
+  assert cli.main([*base, "--resume", "--lr", "0.1"]) == 2
+  assert "other options (--lr: the run has 0.5, now 0.1)" in capsys.readouterr().err
+  assert (tmp_path / "run" / "record.json").read_text() == record  # the finished run's record is kept
+  assert not list((tmp_path / "run").glob("record-failed-*.json"))  # refused before anything ran
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoints(tmp_path):
+  toy = toy_data()
+  toy.x_train = toy.x_train.at[40].set(jnp.inf)
+  ckpt = Checkpoints(tmp_path / "c", every_steps=1)
+  with pytest.raises(training.TrainingDivergedError, match="at step 3; lower the learning rate"):
+    training.fit(TASK, init_params(MODEL, 0, toy.x_train), jaxdrop.sgd(0.1), toy, epochs=1, batch_size=16, seed=0,
+               quiet=True, shuffle=False, checkpoints=ckpt)
+  assert ckpt.steps() == [1, 2]
+
+
+def test_nan_loss_in_an_experiment_writes_a_failed_record(tmp_path):
+  with pytest.raises(training.TrainingDivergedError):
+    run_experiment("e3", tmp_path, lr=1e30, seeds=1, versions=("scratch",), lambdas=(0.0,))
+  record = json.loads((tmp_path / "record.json").read_text())
+  assert record["status"] == "failed" and "step" in record["error"]
+
+
+
+def test_sharp_library_edges_give_the_documented_answer():
+  key = lambda: jax.random.key(0)  # a fresh key object per call (the tests check key reuse)
+  half = np.asarray(jaxdrop.dropout(key(), X, 0.5))
+  np.testing.assert_array_equal(jaxdrop.dropout(key(), X, jnp.bfloat16(0.5)), half)  # a concrete bfloat16 rate
+  np.testing.assert_array_equal(jaxdrop.dropout(key(), X, 0.5, broadcast_dims=1),
+                                jaxdrop.dropout(key(), X, 0.5, broadcast_dims=(1,)))  # one axis as an int
+  for impl in ("rbg", "unsafe_rbg"):  # legacy uint32[4] keys, as jax.random.PRNGKey(seed, impl=...) makes them
+    raw = jax.random.PRNGKey(0, impl=impl)
+    np.testing.assert_array_equal(jaxdrop.dropout(raw, X, 0.5),
+                                  jaxdrop.dropout(jax.random.wrap_key_data(raw, impl="rbg"), X, 0.5))
+  invalid = jax.jit(lambda r: (jaxdrop.dropout_eval(X, r), jaxdrop.dropout_eval(X, r, mode="classic"),
+                               jaxdrop.keep_probability(r)))(jnp.float32(1.5))
+  assert all(bool(jnp.all(jnp.isnan(v))) for v in invalid)  # an invalid traced rate is NaN, not a number
+  valid = jax.jit(lambda r: jaxdrop.dropout_eval(X, r))(jnp.float32(0.5))
+  np.testing.assert_array_equal(valid, X)
+  empty = jnp.ones((2, 0, 0, 3))
+  assert jaxdrop.drop_block(key(), empty, 0.5, block_size=3).shape == empty.shape  # 0 x 0 maps: nothing to drop
+
+
+@pytest.mark.parametrize("name", ["dropout", "alpha_dropout", "drop_path"])
+def test_forward_mode_autodiff_works_and_agrees_with_reverse_mode(name):
+  fn = getattr(jaxdrop, name)
+  x = jax.random.normal(jax.random.key(4), (4, 6))
+  f = lambda x: fn(jax.random.key(3), x, 0.4)
+  y, tangent = jax.jvp(f, (x,), (jnp.ones_like(x),))
+  np.testing.assert_array_equal(y, f(x))
+  np.testing.assert_array_equal(jax.jacfwd(f)(x), jax.jacrev(f)(x))
+  _, vjp = jax.vjp(f, x)
+  np.testing.assert_array_equal(tangent, vjp(jnp.ones_like(x))[0])  # elementwise: J 1 == J^T 1
+  np.testing.assert_array_equal(jax.jit(lambda x: jax.jvp(f, (x,), (x,))[1])(x), jax.jvp(f, (x,), (x,))[1])
+  assert jax.hessian(lambda x: jnp.sum(f(x) ** 2))(x).shape == (4, 6, 4, 6)

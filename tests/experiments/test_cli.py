@@ -1,0 +1,68 @@
+"""The experiments' command line (python -m experiments) and the scripts."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import cli, reproduce
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_list_shows_every_experiment(capsys):
+  assert cli.main(["list"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.split()[0] for line in lines] == [f"e{i}" for i in range(1, 9)]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "e2", "--help"], ["reproduce", "--help"]])
+def test_help_everywhere(argv, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  assert exit_.value.code == 0 and "usage: python -m experiments" in capsys.readouterr().out
+
+
+def test_run_writes_its_folder_and_refuses_to_overwrite(tmp_path, capsys):
+  out = tmp_path / "e3"
+  argv = ["run", "e3", "--quiet", "--seeds", "1", "--epochs", "5", "--versions", "scratch", "--out", str(out)]
+  assert cli.main(argv) == 0
+  assert "wrote" in capsys.readouterr().out
+  first = (out / "record.json").read_text()
+  assert cli.main(argv) == 1
+  assert "already holds a run" in capsys.readouterr().err
+  assert (out / "record.json").read_text() == first  # untouched
+  assert cli.main([*argv, "--overwrite"]) == 0
+
+
+def test_offline_dataset_error_is_one_line(tmp_path, capsys, monkeypatch):
+  from experiments import data
+
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  argv = ["run", "e1", "--dataset", "mnist", "--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "o")]
+  assert cli.main(argv) == 1
+  err = capsys.readouterr().err
+  assert "network is unreachable" in err and "--dataset digits" in err and len(err.strip().splitlines()) == 1
+  assert json.loads((tmp_path / "o" / "record.json").read_text())["status"] == "failed"
+
+
+def test_report_renders_every_part(small_records):
+  _, records = small_records
+  text = reproduce.render_report(records, 12.0, seeds=2)
+  for needle in ("## E3", "13.1113", "| scratch | 0 |", "## Dropout against no dropout", "narrow", "## E7",
+                 "| l1 |", "## E6", "| matconvnet |", "](e3/losses.png)", "](dropout/curves.png)", "## E8",
+                 "| jaxdrop |", "| flax |", "](e8/curves.png)"):
+    assert needle in text, needle
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "experiments").glob("e[0-9]_*.py")))
+def test_every_experiment_script_runs_on_its_own(script, tmp_path):
+  """``python experiments/eN_*.py --help`` works from any folder: the script is ``run eN`` of the command."""
+  name = script.split("_")[0]
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--help"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, check=True).stdout
+  assert out.startswith(f"usage: python -m experiments run {name} ") and "--seed SEED" in out

@@ -1,0 +1,106 @@
+"""The experiments end to end (short runs), their records and acceptance figures."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxdrop.errors import ConfigError
+from experiments.registry import EXPERIMENTS, run_experiment
+
+RECORD_KEYS = {"experiment", "config", "seed", "environment", "dataset", "runs", "figures", "wall_time_s", "status"}
+
+
+def check_record(out, name):
+  record = json.loads((out / "record.json").read_text())
+  assert RECORD_KEYS <= set(record) and record["experiment"] == name and record["status"] == "ok"
+  for figure in record["figures"]:
+    assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  for run in record["runs"]:
+    hashes = run["param_sha256"] if "seeds" in run else [run["param_sha256"]]  # one per seed
+    assert all(len(h) == 64 for h in hashes) and run["execution"]["path"] in ("scan", "loop")
+  return record
+
+
+@pytest.mark.parametrize(("name", "dataset", "options"), [
+    ("e1", "mnist", {"batch_size": 4}),
+    ("e2", "fashion_mnist", {"batch_size": 4}),
+    ("e4", "cifar10", {"batch_size": 4}),
+])
+def test_tfds_experiments_run_one_short_epoch_on_mock_data(tmp_path, name, dataset, options):
+  lines = []
+  with tfds.testing.mock_data(num_examples=8):
+    run_experiment(name, tmp_path, emit=lines.append, dataset=dataset, data_dir=str(tmp_path / "tfds"), epochs=1,
+                   **options)
+  record = check_record(tmp_path, name)
+  assert record["dataset"]["name"] == dataset and record["dataset"]["train_size"] == 8
+  assert all(len(r["history"]["epoch"]) == 1 for r in record["runs"])
+  assert lines
+
+
+def test_e1_prints_the_running_loss_every_n_steps(tmp_path):
+  lines = []
+  run_experiment("e1", tmp_path, emit=lines.append, dataset="digits", epochs=1, log_every=10)
+  running = [line for line in lines if line.startswith("[1,")]
+  assert len(running) == 1347 // 32 // 10 and running[0].startswith("[1,    10] loss: ")
+  assert "Finished Training" in lines
+
+
+def test_e3_reproduces_the_seed_figures(tmp_path):
+  record = run_experiment("e3", tmp_path)
+  assert all(record["checks"].values()), record["checks"]
+  norms = {(r["version"], r["weight_decay"]): [] for r in record["runs"]}
+  for r in record["runs"]:
+    norms[(r["version"], r["weight_decay"])].append(r["w_norm"])
+  for version in ("scratch", "concise"):
+    assert 11 <= np.mean(norms[(version, 0.0)]) <= 15 and 0.2 <= np.mean(norms[(version, 3.0)]) <= 0.5
+  check_record(tmp_path, "e3")
+
+
+def test_e2_concise_reaches_95_percent_on_the_digits(tmp_path):
+  record = run_experiment("e2", tmp_path, versions=("concise",))
+  (run,) = record["runs"]
+  assert run["final"]["test_acc"] >= 0.95 and all(run["checks"].values())
+  assert "digits" in record["dataset"]["note"]
+
+
+def test_e5_runs_offline(tmp_path):
+  with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes float and int32
+    run_experiment("e5", tmp_path, epochs=1)
+  record = check_record(tmp_path, "e5")
+  assert "row" in record["dataset"]["note"]
+
+
+@pytest.mark.parametrize("name", ["e6", "e7", "e8"])
+def test_offline_experiments_run(small_records, name):
+  root, records = small_records
+  check_record(root / name, name)
+  assert records[name]["runs"]
+
+
+def test_e8_compares_jaxdrop_with_flax_over_seeds_with_step_costs(small_records):
+  _, records = small_records
+  runs = {r["name"]: r for r in records["e8"]["runs"]}
+  assert set(runs) == {"jaxdrop", "flax"}
+  for run in runs.values():
+    summary = run["summary"]["test_acc"]
+    assert run["seeds"] == [0, 1] and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    assert run["cost"]["step_ms"] > 0 and run["cost"]["temp_mib"] > 0
+    assert run["execution"]["path"] == "scan"
+  # key-only attention dropout: one train step needs less compiled memory than with Flax's dropout
+  assert runs["jaxdrop"]["cost"]["temp_mib"] < runs["flax"]["cost"]["temp_mib"]
+  assert runs["jaxdrop"]["param_sha256"] != runs["flax"]["param_sha256"]
+
+
+def test_bad_options_are_config_errors():
+  with pytest.raises(ConfigError, match="unknown option"):
+    run_experiment("e3", "/nonexistent", epoch=3)
+  with pytest.raises(ConfigError, match="--dropout1 must be a drop probability"):
+    run_experiment("e2", "/nonexistent", dropout1=1.5)
+  with pytest.raises(ConfigError, match="unknown experiment 'e9'; choose one of e1, e2"):
+    run_experiment("e9", "/nonexistent")
+  with pytest.raises(ConfigError, match="--dataset: invalid choice 'breast_cancer'"):
+    run_experiment("e8", "/nonexistent", dataset="breast_cancer")
+  assert sorted(EXPERIMENTS) == [f"e{i}" for i in range(1, 9)]

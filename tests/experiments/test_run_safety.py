@@ -1,0 +1,136 @@
+"""Runs are never lost or misreported: resume with other options, a second writer, another experiment's
+folder, a shrinking --epochs, SIGTERM, a full disk, a missing platform."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments import cli
+from jaxdrop.training import Checkpoints
+from experiments.run_folder import open_run_folder
+
+E2 = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--hidden", "32", "--checkpoint-every", "4",
+      "--quiet"]
+
+
+def record(out):
+  return json.loads((out / "record.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """A finished 2-epoch E2 run with checkpoints (the folder is copied by tests that change it)."""
+  out = tmp_path_factory.mktemp("finished") / "run"
+  assert cli.main([*E2, "--epochs", "2", "--out", str(out)]) == 0
+  return out
+
+
+def copy_of(finished, tmp_path):
+  import shutil
+
+  shutil.copytree(finished, tmp_path / "run")
+  return tmp_path / "run"
+
+
+def test_resume_with_options_that_change_shapes_is_a_mismatch_that_keeps_every_checkpoint(finished, tmp_path, capsys):
+  out = copy_of(finished, tmp_path)
+  steps = Checkpoints(out / "checkpoints" / "concise").steps()
+  for option, value, named in (("--hidden", "64", "--hidden: the run has 32, now 64"),
+                               ("--seeds", "2", "--seeds: the run has 1, now 2")):
+    assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume", option, value]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "corrupt" not in err and len(err.strip().splitlines()) == 1
+  assert Checkpoints(out / "checkpoints" / "concise").steps() == steps
+  assert not (out / "checkpoints" / "concise.corrupt").exists()
+  assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume"]) == 0  # the run's options: resumes
+  assert record(out)["runs"][0]["execution"]["resumed_from_step"] == steps[-1]
+
+
+def test_resume_into_another_experiments_folder_is_refused(finished, tmp_path, capsys):
+  before = (finished / "record.json").read_text()
+  assert cli.main(["run", "e3", "--quiet", "--resume", "--out", str(finished)]) == 2
+  assert "holds a run of e2, not e3" in capsys.readouterr().err
+  assert (finished / "record.json").read_text() == before
+
+
+def test_a_finished_run_does_not_shrink_and_grows_to_the_truth(finished, tmp_path, capsys):
+  out = copy_of(finished, tmp_path)
+  before = (out / "record.json").read_text()
+  assert cli.main([*E2, "--epochs", "1", "--out", str(out), "--resume"]) == 1
+  assert "has trained 2 epochs, more than epochs=1: resume with --epochs 2 or more" in capsys.readouterr().err
+  assert (out / "record.json").read_text() == before
+  assert cli.main([*E2, "--epochs", "3", "--out", str(out), "--resume"]) == 0
+  grown = record(out)
+  assert grown["config"]["epochs"] == 3 and grown["runs"][0]["history"]["epoch"] == [1, 2, 3]
+  assert cli.main([*E2, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
+  assert grown["runs"][0]["param_sha256"] == record(tmp_path / "whole")["runs"][0]["param_sha256"]
+
+
+def test_a_second_writer_is_refused_in_one_line(finished, capsys):
+  before = (finished / "record.json").read_text()
+  with open_run_folder(finished, kind="e2", resume=True):  # as if a run were writing it
+    assert cli.main([*E2, "--epochs", "2", "--out", str(finished), "--overwrite"]) == 1
+  err = capsys.readouterr().err
+  assert "is in use by another jaxdrop process (pid" in err and len(err.strip().splitlines()) == 1
+  assert (finished / "record.json").read_text() == before
+
+
+def test_a_folder_whose_checkpoints_were_all_corrupt_never_restarts_from_step_0(finished, tmp_path, capsys):
+  out = copy_of(finished, tmp_path)
+  ckpt = out / "checkpoints" / "concise"
+  for step in Checkpoints(ckpt).steps():
+    for meta in (ckpt / str(step) / "meta").iterdir():
+      meta.write_text("{garbage")
+  for _ in range(2):  # the second resume finds only the quarantined steps: still an error
+    assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume"]) == 1
+    assert "no readable checkpoint left" in capsys.readouterr().err
+  assert not Checkpoints(ckpt).steps() and any((out / "checkpoints" / "concise.corrupt").iterdir())
+
+
+def test_disk_full_is_one_line_and_keeps_the_last_checkpoint(finished, tmp_path, capsys, monkeypatch):
+  def full(self, state, progress):
+    try:
+      raise OSError(28, "No space left on device")
+    except OSError as e:
+      raise ValueError("orbax: could not write the checkpoint") from e  # orbax wraps the OSError
+
+  monkeypatch.setattr(Checkpoints, "save", full)
+  out = tmp_path / "run"
+  assert cli.main([*E2, "--epochs", "1", "--out", str(out)]) == 1
+  err = capsys.readouterr().err
+  assert "no space left on the device holding" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+  assert record(out)["status"] == "failed"
+
+
+def test_a_platform_that_is_not_there_is_one_line_and_leaves_no_folder(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "gpu"}
+  done = subprocess.run([sys.executable, "-m", "experiments", *E2, "--out", str(tmp_path / "run")], env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2, done.stderr
+  assert "JAX cannot start its backend" in done.stderr and "unset JAX_PLATFORMS" in done.stderr
+  assert len(done.stderr.strip().splitlines()) == 1
+  assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_is_handled_as_ctrl_c_and_the_run_resumes(tmp_path):
+  out = tmp_path / "run"
+  argv = [sys.executable, "-m", "experiments", *E2, "--epochs", "100", "--out", str(out)]
+  proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  ckpt = out / "checkpoints" / "concise"
+  deadline = time.monotonic() + 120
+  while not (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
+    assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGTERM and "terminated" in err and "Traceback" not in err
+  failed = record(out)
+  assert failed["status"] == "failed" and "SIGTERM" in failed["error"]
+  resumed = subprocess.run([*argv[:-4], "--epochs", "3", "--out", str(out), "--resume"], capture_output=True,
+                           text=True)
+  assert resumed.returncode == 0 and "resuming from the checkpoint at step" in resumed.stdout, resumed.stderr
