@@ -248,13 +248,13 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def bench_seeds(ks=(1, 4, 16)) -> list[dict[str, Any]]:
+def bench_seeds(ks=(1, 4, 16), epochs: int = 100) -> list[dict[str, Any]]:
   """Wall time (compilation included) of K seeds trained together, total and per seed."""
   from experiments.data import load_dataset
   from experiments.e2_d2l_mlp import E2Config
   from experiments.e2_d2l_mlp import build as build_e2
-  from jaxdrop.experiments.e3_weight_decay import E3Config, synthetic_data
-  from jaxdrop.experiments.e3_weight_decay import build as build_e3
+  from experiments.e3_weight_decay import E3Config, synthetic_data
+  from experiments.e3_weight_decay import build as build_e3
 
   rows = []
   e3 = E3Config()
@@ -262,10 +262,10 @@ def bench_seeds(ks=(1, 4, 16)) -> list[dict[str, Any]]:
   digits = load_dataset("digits")
   e2 = E2Config(dataset="digits")
   cases = {
-      "E3 (scratch, lambda=3, 100 epochs)": (lambda: build_e3("scratch", 3.0, e3, e3_data.x_train), e3_data,
-                                               dict(epochs=100, batch_size=5, eval_every=5, eval_train=True)),
-      "E2 MLP on the digits (100 epochs)": (lambda: build_e2("concise", e2, digits) + (jaxdrop.sgd(0.5),), digits,
-                                          dict(epochs=100, batch_size=256)),
+      f"E3 (scratch, lambda=3, {epochs} epochs)": (lambda: build_e3("scratch", 3.0, e3, e3_data.x_train), e3_data,
+                                                     dict(epochs=epochs, batch_size=5, eval_every=5, eval_train=True)),
+      f"E2 MLP on the digits ({epochs} epochs)": (lambda: build_e2("concise", e2, digits) + (jaxdrop.sgd(0.5),),
+                                                digits, dict(epochs=epochs, batch_size=256)),
   }
   for name, (make, data, options) in cases.items():
     for k in ks:

@@ -14,14 +14,14 @@ import dataclasses
 import flax.linen as nn
 
 import jaxdrop
-from jaxdrop import training
 from experiments import cli
-from experiments.data import resolve_dataset
 from experiments.config import Config, option
-from experiments.records import describe
-from experiments.runner import Experiment, epochs_for, linen_task, train_run
+from experiments.data import resolve_dataset
 from experiments.models import MLP, init_scratch_mlp, scratch_mlp
 from experiments.plots import plot_curves
+from experiments.records import describe
+from experiments.runner import Experiment, epochs_for, linen_task, train_run
+from jaxdrop import training
 
 VERSIONS = ("scratch", "concise")
 

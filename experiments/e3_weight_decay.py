@@ -19,13 +19,13 @@ import numpy as np
 import optax
 
 import jaxdrop
-from jaxdrop import training
 from experiments import cli
-from experiments.data import linear_regression_data
 from experiments.config import Config, option
+from experiments.data import linear_regression_data
+from experiments.plots import plot_curves
 from experiments.records import run_entry
 from experiments.runner import Experiment, norm, train_run
-from experiments.plots import plot_curves
+from jaxdrop import training
 
 VERSIONS = ("scratch", "concise")
 # The source tutorial's printed ||w||_2 (one random draw each), by version and lambda.

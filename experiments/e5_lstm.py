@@ -18,12 +18,12 @@ import dataclasses
 
 import jaxdrop
 from experiments import cli
-from experiments.data import resolve_dataset
 from experiments.config import Config, option
-from experiments.records import describe
-from experiments.runner import Experiment, init_linen, linen_task, train_run
+from experiments.data import resolve_dataset
 from experiments.models import StackedLSTM
 from experiments.plots import plot_curves
+from experiments.records import describe
+from experiments.runner import Experiment, init_linen, linen_task, train_run
 
 
 @dataclasses.dataclass

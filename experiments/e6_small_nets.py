@@ -5,7 +5,7 @@
   ten "mean" features of scikit-learn's bundled breast cancer set).
 * ``convnet``: the MatConvNet CIFAR network with three ``dropout(0.5)``
   layers between conv blocks (padding adapted so that it runs, see
-  :class:`~jaxdrop.experiments.models.MatConvNet`).
+  :class:`~experiments.models.MatConvNet`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import dataclasses
 
 import jaxdrop
 from experiments import cli
-from experiments.data import load_dataset, resolve_dataset
 from experiments.config import Config, option
-from experiments.records import describe
-from experiments.runner import Experiment, init_linen, linen_task, train_run
+from experiments.data import load_dataset, resolve_dataset
 from experiments.models import MLP, MatConvNet
 from experiments.plots import plot_curves
+from experiments.records import describe
+from experiments.runner import Experiment, init_linen, linen_task, train_run
 
 VERSIONS = ("mlp", "convnet")
 

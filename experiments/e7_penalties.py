@@ -21,12 +21,12 @@ import numpy as np
 
 import jaxdrop
 from experiments import cli
-from experiments.data import resolve_dataset
 from experiments.config import Config, option
-from experiments.records import describe
-from experiments.runner import Experiment, epochs_for, init_linen, linen_task, train_run
+from experiments.data import resolve_dataset
 from experiments.models import MLP
 from experiments.plots import plot_curves
+from experiments.records import describe
+from experiments.runner import Experiment, epochs_for, init_linen, linen_task, train_run
 
 VERSIONS = ("none", "l1", "l2")
 

@@ -25,15 +25,15 @@ import jax.numpy as jnp
 import optax
 
 import jaxdrop
-from jaxdrop import training
 from experiments import cli
-from experiments.data import resolve_dataset
-from jaxdrop.errors import ConfigError
 from experiments.config import Config, option
-from experiments.records import describe
-from experiments.runner import Experiment, linen_task, train_run
+from experiments.data import resolve_dataset
 from experiments.models import ViT
 from experiments.plots import plot_curves
+from experiments.records import describe
+from experiments.runner import Experiment, linen_task, train_run
+from jaxdrop import training
+from jaxdrop.errors import ConfigError
 
 VERSIONS = ("jaxdrop", "flax")
 IMAGE_DATASETS = ("auto", "digits", "mnist", "fashion_mnist", "cifar10")

@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 
 import jaxdrop
-from jaxdrop import training
 from experiments.data import load_dataset
-from experiments.registry import run_experiment
-from experiments.records import run_entry
-from experiments.runner import Emit, epochs_for
 from experiments.e2_d2l_mlp import E2Config, build
 from experiments.e8_vit import E8Config
 from experiments.plots import plot_curves
-from experiments.records import environment, write_json
+from experiments.records import environment, run_entry, write_json
+from experiments.registry import run_experiment
+from experiments.runner import Emit, epochs_for
+from jaxdrop import training
 
 __all__ = ["compare_dropout", "reproduce"]
 

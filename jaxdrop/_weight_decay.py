@@ -30,8 +30,15 @@ import numpy as np
 import optax
 
 from jaxdrop._checks import concrete_scalar
-
-from jaxdrop._param_masks import Mask, Selector, _check_selector, all_params, optax_mask, resolve_mask, selects
+from jaxdrop._param_masks import (
+  Mask,
+  Selector,
+  _check_selector,
+  all_params,
+  optax_mask,
+  resolve_mask,
+  selects,
+)
 
 Groups = Sequence[tuple[Selector, optax.ScalarOrSchedule]] | Mapping[Selector, optax.ScalarOrSchedule]
 

@@ -12,8 +12,8 @@ import jax
 import pytest
 
 from experiments import reproduce
-from experiments.registry import run_experiment
 from experiments.records import write_json
+from experiments.registry import run_experiment
 from tests.test_sharded_suite import SHARDED_SUITE
 
 collect_ignore = [] if os.environ.get(SHARDED_SUITE) else ["sharded"]
@@ -26,6 +26,7 @@ SLOW_FIRST = (
     "tests/experiments/test_reproducibility.py::test_data_parallel_runs",
     "tests/jaxdrop/training/test_checkpoints.py::test_sigkill",
     "tests/experiments/test_reproducibility.py::test_same_seed_gives_bitwise",
+    "tests/benchmarks/test_bench.py::test_the_training_sections_run_on_small_sizes",
 )
 
 

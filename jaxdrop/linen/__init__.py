@@ -2,7 +2,7 @@
 
 from jaxdrop.linen._attention import MultiHeadDotProductAttention, SelfAttention
 from jaxdrop.linen._drop_connect import DropConnectDense
-from jaxdrop.linen._dropout import AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout
+from jaxdrop.linen._dropout import AlphaDropout, DropBlock, Dropout, DropPath, GaussianDropout
 from jaxdrop.linen._lstm import LSTM
 
 __all__ = [

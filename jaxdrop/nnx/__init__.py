@@ -2,7 +2,7 @@
 
 from jaxdrop.nnx._attention import MultiHeadAttention
 from jaxdrop.nnx._drop_connect import DropConnectLinear
-from jaxdrop.nnx._dropout import AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout
+from jaxdrop.nnx._dropout import AlphaDropout, DropBlock, Dropout, DropPath, GaussianDropout
 from jaxdrop.nnx._lstm import LSTM
 
 __all__ = [

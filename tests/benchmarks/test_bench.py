@@ -104,3 +104,15 @@ def test_bench_command_rejects_non_positive_reps(reps, tmp_path, capsys):
   assert bench.main(["--reps", reps, "--out", str(tmp_path / "b")]) == 2
   assert "--reps must be a positive integer" in capsys.readouterr().err
   assert not (tmp_path / "b").exists()
+
+
+def test_the_training_sections_run_on_small_sizes():
+  """The epoch, seeds and conv sections, shrunk: every variant runs and is timed (no ratio asserted)."""
+  epoch = bench.bench_epoch(reps=1, n=512, batch=256)
+  assert {r["variant"] for r in epoch} >= {"jaxdrop engine (epoch in one scan)", "flax.linen.Dropout, jitted step loop"}
+  seeds = bench.bench_seeds(ks=(1, 2), epochs=1)
+  assert [(r["k"], r["total_s"] > 0) for r in seeds] == [(1, True), (2, True)] * 2
+  with jax.numpy_dtype_promotion("standard"):  # optax's Adam (E6's convnet) mixes float and int32
+    conv = bench.bench_conv(reps=1, steps=1, batch=2)
+  assert {r["model"] for r in conv} == {"E4 CNN", "E6 MatConvNet"}
+  assert all(r["ms_per_step"] > 0 for r in conv)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxdrop.errors import ConfigError
 from experiments.registry import EXPERIMENTS, run_experiment
+from jaxdrop.errors import ConfigError
 
 RECORD_KEYS = {"experiment", "config", "seed", "environment", "dataset", "runs", "figures", "wall_time_s", "status"}
 

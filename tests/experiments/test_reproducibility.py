@@ -13,8 +13,8 @@ import pytest
 
 import jaxdrop
 from experiments import cli
-from jaxdrop import training
 from jaxdrop import linen as jdl
+from jaxdrop import training
 from tests.jaxdrop.training.test_fit import noise, noise_task
 
 DIGITS_E2 = ["run", "e2", "--dataset", "digits", "--quiet"]

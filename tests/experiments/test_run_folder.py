@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from jaxdrop.errors import ConfigError, OutputExistsError, OutputInUseError, OutputMismatchError
 from experiments.run_folder import LOCK_FILE, MARKER_FILE, open_run_folder
+from jaxdrop.errors import ConfigError, OutputExistsError, OutputInUseError, OutputMismatchError
 
 
 def test_a_new_folder_is_marked_and_a_used_one_is_never_reused_silently(tmp_path):

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from experiments import cli
-from jaxdrop.training import Checkpoints
 from experiments.run_folder import open_run_folder
+from jaxdrop.training import Checkpoints
 
 E2 = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--hidden", "32", "--checkpoint-every", "4",
       "--quiet"]

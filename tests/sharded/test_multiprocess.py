@@ -12,9 +12,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 import jaxdrop
-from jaxdrop import training
 from experiments.data import resolve_dataset
 from experiments.registry import e2_d2l_mlp
+from jaxdrop import training
 
 DROPOUT_SHAPE = (8, 6, 5)
 ROOT = Path(__file__).resolve().parents[2]

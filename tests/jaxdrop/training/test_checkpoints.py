@@ -14,8 +14,7 @@ import pytest
 
 import jaxdrop
 from jaxdrop import training
-from jaxdrop.training import CheckpointError, CheckpointMismatchError, Checkpoints
-from jaxdrop.training import param_sha256
+from jaxdrop.training import CheckpointError, CheckpointMismatchError, Checkpoints, param_sha256
 from tests.jaxdrop.training.test_fit import MODEL, TASK, init_params, toy_data
 
 KW = dict(epochs=3, batch_size=16, seed=0, quiet=True)  # 7 steps an epoch, 21 in all
@@ -127,8 +126,8 @@ def test_a_changed_momentum_buffer_is_corruption_not_a_different_result(referenc
 
 
 def test_a_checkpoint_of_other_shapes_is_a_mismatch_and_stays(reference, tmp_path):
-  from experiments.runner import linen_task
   from experiments.models import MLP
+  from experiments.runner import linen_task
 
   data, params, _ = reference
   training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
@@ -200,3 +199,13 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_hash(tmp_path):
   assert entry["execution"]["resumed_from_step"] in saved
   assert entry["param_sha256"] == expected["param_sha256"]
   assert entry["history"] == expected["history"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoints(tmp_path):
+  toy = toy_data()
+  toy.x_train = toy.x_train.at[40].set(jnp.inf)
+  ckpt = Checkpoints(tmp_path / "c", every_steps=1)
+  with pytest.raises(training.TrainingDivergedError, match="at step 3; lower the learning rate"):
+    training.fit(TASK, init_params(MODEL, 0, toy.x_train), jaxdrop.sgd(0.1), toy, epochs=1, batch_size=16, seed=0,
+               quiet=True, shuffle=False, checkpoints=ckpt)
+  assert ckpt.steps() == [1, 2]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import jaxdrop
-from jaxdrop import training
-from experiments.runner import init_linen, linen_task
 from experiments.models import CNN, MLP
+from experiments.runner import init_linen, linen_task
+from jaxdrop import training
 from jaxdrop.training import param_sha256
 from tests._asserts import assert_trees_equal
 
@@ -147,3 +147,31 @@ def test_eval_train_and_eval_every():
   final = training.evaluate(TASK, result.state.params, data.x_train, data.y_train)
   assert result.history["train_acc"][-1] == final["accuracy"]
   assert len(result.step_losses) == 5 and result.step_losses[0].shape == (7,)
+
+
+@pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("batch_size", -2), ("eval_every", 1.5),
+                                              ("epochs", True), ("path", "fast")])
+def test_fit_options_name_the_bad_field(field, value):
+  with pytest.raises(ValueError, match=f"FitOptions.{field} must be"):
+    training.FitOptions(**{"epochs": 1, "batch_size": 8, field: value})
+
+
+def test_fit_options_object_and_keywords_train_the_same_run():
+  data = toy_data()
+  params = init_params(MODEL, 0, data.x_train)
+  options = training.FitOptions(epochs=3, batch_size=16, quiet=True, path="loop")
+  from_object = training.fit(TASK, params, jaxdrop.sgd(0.1), data, options, seed=0)
+  from_keywords = training.fit(TASK, params, jaxdrop.sgd(0.1), data, epochs=3, batch_size=16, quiet=True, path="loop",
+                               seed=0)
+  overridden = training.fit(TASK, params, jaxdrop.sgd(0.1), data, options, seed=0, epochs=2)
+  assert param_sha256(from_object.state.params) == param_sha256(from_keywords.state.params)
+  assert from_object.history == from_keywords.history and from_object.execution["path"] == "loop"
+  assert overridden.history["epoch"] == [1, 2] and options.epochs == 3  # keywords override, the object is kept
+
+
+def test_fit_seeds_refuses_a_mesh():
+  data = toy_data()
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  with pytest.raises(ValueError, match="fit_seeds trains the seeds on one device"):
+    training.fit_seeds(TASK, init_linen(MODEL, data.x_train), jaxdrop.sgd(0.1), data, seeds=[0, 1], epochs=1,
+                       batch_size=16, mesh=mesh)

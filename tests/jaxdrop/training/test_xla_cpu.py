@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 import jaxdrop
-from jaxdrop import training
-from jaxdrop.training.xla_cpu import conv_general_dilated
-from experiments.runner import init_linen, linen_task
 from experiments.models import CNN
-from jaxdrop.training.xla_cpu import max_pool
+from experiments.runner import init_linen, linen_task
+from jaxdrop import training
+from jaxdrop.training.xla_cpu import conv_general_dilated, max_pool
 
 
 @pytest.mark.parametrize(("window", "strides", "padding"), [
