@@ -122,8 +122,6 @@ class Config:
 RUN_CONTROL = ("epochs", "path", "data_dir", "devices", "checkpoint_every", "resume", "tuned_xla")
 
 
-
-
 def result_options(config: Config) -> dict[str, Any]:
   """The options that decide a run's result (all but :data:`RUN_CONTROL`): a resumed run must repeat them."""
   return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}

@@ -11,6 +11,7 @@ from jaxdrop._drop_connect import drop_connect
 from jaxdrop._drop_path import drop_path
 from jaxdrop._dropout import dropout, dropout_eval, keep_probability
 from jaxdrop._gaussian_dropout import gaussian_dropout
+from jaxdrop._gaussian_noise import gaussian_noise
 from jaxdrop._lstm import init_lstm_params, lstm
 from jaxdrop._max_norm import fan_in_axes, max_norm, max_norm_projection
 from jaxdrop._mc_dropout import MCDropoutPrediction, mc_dropout
@@ -40,6 +41,7 @@ __all__ = [
     "elastic_net_penalty",
     "fan_in_axes",
     "gaussian_dropout",
+    "gaussian_noise",
     "init_lstm_params",
     "keep_probability",
     "l1_penalty",

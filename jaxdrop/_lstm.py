@@ -12,6 +12,12 @@ one input mask serves all gates. :func:`lstm` does the same by default
 recurrent mask for all gates (Gal & Ghahramani's tied form, cheaper: one input
 projection instead of four). Gate order in the kernels is Keras': input,
 forget, cell, output.
+
+Zoneout (Krueger et al., 2017) is the other regularizer of recurrent state:
+at each step and for each unit, with probability ``z`` the cell (or hidden)
+state keeps its previous value instead of taking the new one; the masks are
+drawn anew at every step. At evaluation the update is its expectation,
+``z * previous + (1 - z) * new``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from jax import lax
 
 from jaxdrop import _checks
 from jaxdrop._dropout import dropout as _dropout
+from jaxdrop._dropout import keep_probability
 
 __all__ = ["init_lstm_params", "lstm", "unit_forget_bias"]
 
@@ -79,6 +86,8 @@ def lstm(
     unroll: int | bool = 1,
     mask_bits: int = 16,
     gate_masks: Literal["keras", "shared"] = "keras",
+    zoneout_cell: float | jax.Array = 0.0,
+    zoneout_hidden: float | jax.Array = 0.0,
 ) -> jax.Array:
   """Runs an LSTM over ``x`` of shape ``(..., time, features)``.
 
@@ -98,6 +107,10 @@ def lstm(
       inputs and for the hidden state when ``recurrent_dropout`` is not 0 (a
       traced one counts as not 0), else one input mask for all gates;
       ``"shared"``: one input mask and one recurrent mask for all gates.
+    zoneout_cell: probability that a unit's cell state keeps its previous
+      value at a step (zoneout); with ``key=None`` (evaluation) the cell state
+      is ``z * previous + (1 - z) * new``.
+    zoneout_hidden: the same for the hidden state.
 
   Returns:
     The hidden states. The masks are drawn once per call and are the same at
@@ -128,10 +141,18 @@ def lstm(
   if gate_masks not in ("keras", "shared"):
     raise ValueError(f"gate_masks must be 'keras' or 'shared', got gate_masks={gate_masks!r}.")
   is_zero = lambda r: isinstance(r, float) and r == 0.0
+  zoneout = {"cell": _checks.check_rate(zoneout_cell, name="zoneout_cell",
+                                        meaning="the probability that a unit keeps its previous cell state"),
+             "hidden": _checks.check_rate(zoneout_hidden, name="zoneout_hidden",
+                                          meaning="the probability that a unit keeps its previous hidden state")}
+  zoneout = {k: z for k, z in zoneout.items() if not is_zero(z)}
   batch_shape = x.shape[:-2]
   per_gate = gate_masks == "keras" and not is_zero(recurrent_dropout)
   gates = 4 if per_gate else 1
   input_scale = recurrent_scale = None  # (gates, ..., 1, features) and (gates, ..., hidden)
+  zone_key = None
+  if zoneout and key is not None:  # training with zoneout: its own stream (the dropout masks use the other)
+    key, zone_key = jax.random.split(_checks.check_key(key, fn="jaxdrop.lstm"))
   if not (is_zero(dropout) and is_zero(recurrent_dropout)):
     key = _checks.check_key(key, fn="jaxdrop.lstm")
     input_key, recurrent_key = jax.random.split(key)
@@ -161,14 +182,42 @@ def lstm(
     per_gate_input = jnp.einsum("g...h,hgk->...gk", h[None] * recurrent_scale, per_gate_recurrent)
     return per_gate_input.reshape(*h.shape[:-1], 4 * hidden)
 
-  def step(carry, z_t):
-    h, c = carry
-    z = z_t + recurrent_input(h)
+  zone = _zoneout_masks(zone_key, zoneout, (projected.shape[0], *batch_shape, hidden), x.dtype, mask_bits)
+  per_step = {k: v for k, v in zone.items() if v.ndim}  # training: a mask per step, scanned over
+  fixed = {k: v for k, v in zone.items() if not v.ndim}  # evaluation: the keep probability
+
+  def step(carry, inputs):
+    z_t, step_masks = inputs
+    keep = {**fixed, **step_masks}
+    h_prev, c_prev = carry
+    z = z_t + recurrent_input(h_prev)
     i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    c = jax.nn.sigmoid(f) * c_prev + jax.nn.sigmoid(i) * jnp.tanh(g)
+    if "cell" in keep:
+      c = _zone(keep["cell"], c_prev, c)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    if "hidden" in keep:
+      h = _zone(keep["hidden"], h_prev, h)
     return (h, c), h if return_sequences else None
 
   zeros = jnp.zeros((*batch_shape, hidden), projected.dtype)
-  (h, _), hs = lax.scan(step, (zeros, zeros), projected, unroll=unroll)
+  (h, _), hs = lax.scan(step, (zeros, zeros), (projected, per_step), unroll=unroll)
   return jnp.moveaxis(hs, 0, -2) if return_sequences else h
+
+
+def _zoneout_masks(key, zoneout: dict[str, Any], shape, dtype, mask_bits: int) -> dict[str, Any]:
+  """Per step and unit, 1 where the state keeps its previous value (``{"cell": (time, ..., hidden), ...}``);
+  with ``key=None`` the keep probability itself, a scalar (evaluation: the expected update)."""
+  if key is None:
+    return {name: jnp.asarray(keep_probability(1 - z, mask_bits=mask_bits), dtype) for name, z in zoneout.items()}
+  ones = jnp.ones(shape, dtype)
+  keys = dict(zip(("cell", "hidden"), jax.random.split(key), strict=True))
+  return {name: _dropout(keys[name], ones, 1 - z, mode="classic", mask_bits=mask_bits) for name, z in zoneout.items()}
+
+
+def _zone(keep: jax.Array, previous: jax.Array, new: jax.Array) -> jax.Array:
+  """Zoneout's update: a 0/1 mask selects (exactly: a frozen unit is bitwise its previous value); a scalar
+  probability mixes (``keep * previous + (1 - keep) * new``)."""
+  if keep.ndim == 0:
+    return keep * previous + (1 - keep) * new
+  return jnp.where(keep > 0, previous, new)

@@ -3,6 +3,7 @@
 from jaxdrop.linen._attention import MultiHeadDotProductAttention, SelfAttention
 from jaxdrop.linen._drop_connect import DropConnectDense
 from jaxdrop.linen._dropout import AlphaDropout, DropBlock, Dropout, DropPath, GaussianDropout
+from jaxdrop.linen._gaussian_noise import GaussianNoise
 from jaxdrop.linen._lstm import LSTM
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "DropPath",
     "Dropout",
     "GaussianDropout",
+    "GaussianNoise",
     "MultiHeadDotProductAttention",
     "SelfAttention",
 ]

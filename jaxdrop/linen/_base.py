@@ -27,12 +27,17 @@ class StochasticModule(nn.Module):
   deterministic: bool | None = dataclasses.field(default=None, kw_only=True)
   rng_collection: str = dataclasses.field(default="dropout", kw_only=True)
 
-  def resolve(self, deterministic: bool | None, rng: jax.Array | None, *rates) -> tuple[bool, jax.Array | None]:
-    """Returns ``(deterministic, key)``; ``key`` is ``None`` when none is needed."""
+  def resolve(self, deterministic: bool | None, rng: jax.Array | None, *rates,
+              random: bool | None = None) -> tuple[bool, jax.Array | None]:
+    """Returns ``(deterministic, key)``; ``key`` is ``None`` when none is needed.
+
+    ``rates`` are checked drop probabilities; ``random`` (for layers whose
+    noise is not set by a rate) says directly whether a key is needed.
+    """
     deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
     for rate in rates:
       check_rate(rate)
-    if deterministic or not needs_key(*rates):
+    if deterministic or not (needs_key(*rates) if random is None else random):
       return bool(deterministic), None
     if rng is not None:
       return False, rng

@@ -30,6 +30,8 @@ class LSTM(StochasticModule):
     gate_masks: ``"keras"`` (default: a mask per gate when ``recurrent_dropout``
       is not 0, as Keras 3) or ``"shared"`` (one mask for all gates); see
       :func:`jaxdrop.lstm`.
+    zoneout_cell, zoneout_hidden: zoneout probabilities of the cell and hidden
+      state (a fresh mask each step; the expected update when deterministic).
     kernel_init, recurrent_kernel_init, bias_init: Keras' defaults.
 
   Example:
@@ -49,6 +51,8 @@ class LSTM(StochasticModule):
   unroll: int = 1
   mask_bits: int = 16
   gate_masks: str = "keras"
+  zoneout_cell: float = 0.0
+  zoneout_hidden: float = 0.0
   kernel_init: Any = kernel_init
   recurrent_kernel_init: Any = recurrent_kernel_init
   bias_init: Any = unit_forget_bias
@@ -69,10 +73,11 @@ class LSTM(StochasticModule):
     }
     dropout = self.dropout if dropout is None else dropout
     recurrent_dropout = self.recurrent_dropout if recurrent_dropout is None else recurrent_dropout
-    deterministic, key = self.resolve(deterministic, rng, dropout, recurrent_dropout)
+    zoneout = (self.zoneout_cell, self.zoneout_hidden)
+    deterministic, key = self.resolve(deterministic, rng, dropout, recurrent_dropout, *zoneout)
     rates = (0.0, 0.0) if deterministic else (dropout, recurrent_dropout)
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],
         return_sequences=self.return_sequences, unroll=self.unroll, mask_bits=self.mask_bits,
-        gate_masks=self.gate_masks,
+        gate_masks=self.gate_masks, zoneout_cell=zoneout[0], zoneout_hidden=zoneout[1],
     )

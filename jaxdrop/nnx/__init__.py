@@ -3,6 +3,7 @@
 from jaxdrop.nnx._attention import MultiHeadAttention
 from jaxdrop.nnx._drop_connect import DropConnectLinear
 from jaxdrop.nnx._dropout import AlphaDropout, DropBlock, Dropout, DropPath, GaussianDropout
+from jaxdrop.nnx._gaussian_noise import GaussianNoise
 from jaxdrop.nnx._lstm import LSTM
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "DropPath",
     "Dropout",
     "GaussianDropout",
+    "GaussianNoise",
     "MultiHeadAttention",
 ]

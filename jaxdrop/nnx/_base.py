@@ -37,8 +37,9 @@ class StochasticModule(nnx.Module):
     else:
       raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs).__name__}.")
 
-  def resolve(self, deterministic: bool | None, rngs, *rates) -> tuple[bool, jax.Array | None]:
-    """Returns ``(deterministic, key)``; ``key`` is ``None`` when none is needed."""
+  def resolve(self, deterministic: bool | None, rngs, *rates, random: bool | None = None
+              ) -> tuple[bool, jax.Array | None]:
+    """Returns ``(deterministic, key)``; ``key`` is ``None`` when none is needed (see the linen base)."""
     name = type(self).__name__
     if deterministic is None:
       deterministic = self.deterministic
@@ -50,7 +51,7 @@ class StochasticModule(nnx.Module):
       )
     for rate in rates:
       check_rate(rate)
-    if deterministic or not needs_key(*rates):
+    if deterministic or not (needs_key(*rates) if random is None else random):
       return bool(deterministic), None
     if rngs is None:
       rngs = self.rngs

@@ -28,6 +28,8 @@ class LSTM(StochasticModule):
     gate_masks: ``"keras"`` (default: a mask per gate when ``recurrent_dropout``
       is not 0, as Keras 3) or ``"shared"`` (one mask for all gates); see
       :func:`jaxdrop.lstm`.
+    zoneout_cell, zoneout_hidden: zoneout probabilities of the cell and hidden
+      state (a fresh mask each step; the expected update when deterministic).
     kernel_init, recurrent_kernel_init, bias_init: Keras' defaults.
     deterministic: ``True`` for evaluation.
     rng_collection: the dropout stream.
@@ -53,6 +55,8 @@ class LSTM(StochasticModule):
       unroll: int = 1,
       mask_bits: int = 16,
       gate_masks: str = "keras",
+      zoneout_cell: float = 0.0,
+      zoneout_hidden: float = 0.0,
       kernel_init: Any = kernel_init,
       recurrent_kernel_init: Any = recurrent_kernel_init,
       bias_init: Any = unit_forget_bias,
@@ -63,7 +67,7 @@ class LSTM(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.dropout, self.recurrent_dropout = dropout, recurrent_dropout
     self.return_sequences, self.unroll, self.mask_bits = return_sequences, unroll, mask_bits
-    self.gate_masks = gate_masks
+    self.gate_masks, self.zoneout_cell, self.zoneout_hidden = gate_masks, zoneout_cell, zoneout_hidden
     h = hidden_features
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, 4 * h), jnp.float32))
     self.recurrent_kernel = nnx.Param(recurrent_kernel_init(rngs.params(), (h, 4 * h), jnp.float32))
@@ -76,11 +80,12 @@ class LSTM(StochasticModule):
     """Runs the layer; ``dropout`` and ``recurrent_dropout`` override the attributes for this call."""
     dropout = self.dropout if dropout is None else dropout
     recurrent_dropout = self.recurrent_dropout if recurrent_dropout is None else recurrent_dropout
-    deterministic, key = self.resolve(deterministic, rngs, dropout, recurrent_dropout)
+    zoneout = (self.zoneout_cell, self.zoneout_hidden)
+    deterministic, key = self.resolve(deterministic, rngs, dropout, recurrent_dropout, *zoneout)
     rates = (0.0, 0.0) if deterministic else (dropout, recurrent_dropout)
     params = {"kernel": self.kernel[...], "recurrent_kernel": self.recurrent_kernel[...], "bias": self.bias[...]}
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],
         return_sequences=self.return_sequences, unroll=self.unroll, mask_bits=self.mask_bits,
-        gate_masks=self.gate_masks,
+        gate_masks=self.gate_masks, zoneout_cell=zoneout[0], zoneout_hidden=zoneout[1],
     )
