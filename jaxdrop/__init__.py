@@ -6,6 +6,7 @@ probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 
 from jaxdrop import attention
 from jaxdrop._alpha_dropout import alpha_dropout
+from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
 from jaxdrop._drop_block import drop_block
 from jaxdrop._drop_connect import drop_connect
 from jaxdrop._drop_path import drop_path
@@ -30,6 +31,8 @@ __all__ = [
     "all_params",
     "alpha_dropout",
     "attention",
+    "concrete_dropout",
+    "concrete_dropout_regularizer",
     "drop_block",
     "decay_mask",
     "drop_connect",

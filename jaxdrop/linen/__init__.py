@@ -1,12 +1,14 @@
 """Flax linen layers: ``deterministic`` as an attribute or call argument, keys from ``"dropout"``."""
 
 from jaxdrop.linen._attention import MultiHeadDotProductAttention, SelfAttention
+from jaxdrop.linen._concrete_dropout import ConcreteDropout
 from jaxdrop.linen._drop_connect import DropConnectDense
 from jaxdrop.linen._dropout import AlphaDropout, DropBlock, Dropout, DropPath, GaussianDropout
 from jaxdrop.linen._gaussian_noise import GaussianNoise
 from jaxdrop.linen._lstm import LSTM
 
 __all__ = [
+    "ConcreteDropout",
     "LSTM",
     "AlphaDropout",
     "DropBlock",

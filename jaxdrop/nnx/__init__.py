@@ -1,12 +1,14 @@
 """Flax NNX layers: a ``deterministic`` attribute (``train()``/``eval()``/``nnx.view``) and ``rngs``."""
 
 from jaxdrop.nnx._attention import MultiHeadAttention
+from jaxdrop.nnx._concrete_dropout import ConcreteDropout
 from jaxdrop.nnx._drop_connect import DropConnectLinear
 from jaxdrop.nnx._dropout import AlphaDropout, DropBlock, Dropout, DropPath, GaussianDropout
 from jaxdrop.nnx._gaussian_noise import GaussianNoise
 from jaxdrop.nnx._lstm import LSTM
 
 __all__ = [
+    "ConcreteDropout",
     "LSTM",
     "AlphaDropout",
     "DropBlock",
