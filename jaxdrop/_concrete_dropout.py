@@ -17,7 +17,6 @@ learned rate.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
