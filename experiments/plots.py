@@ -10,9 +10,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_curves"]
+__all__ = ["plot_curves", "plot_reliability"]
 
 
 def plot_curves(
@@ -60,6 +61,43 @@ def plot_curves(
     ax.axis("off")
   if title:
     fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  return str(path)
+
+
+def plot_reliability(
+    path: str | os.PathLike,
+    tables: dict[str, dict[str, Any]],
+    *,
+    title: str = "",
+) -> str:
+  """A reliability diagram: accuracy against confidence per bin, one line per predictor, and the diagonal.
+
+  Args:
+    path: output file.
+    tables: ``{label: reliability table}`` (``confidence``, ``accuracy``, ``count``,
+      as :func:`experiments.calibration.reliability` returns them, arrays or lists).
+    title: figure title.
+
+  Returns:
+    ``path`` as a string.
+  """
+  fig = Figure(figsize=(4.8, 4.4))
+  ax = fig.subplots()
+  ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+  for label, table in tables.items():
+    confidence, accuracy = (np.asarray(table[k], np.float64) for k in ("confidence", "accuracy"))
+    filled = np.asarray(table["count"]) > 0
+    ax.plot(confidence[filled], accuracy[filled], marker="o", label=label)
+  ax.set_xlabel("confidence (top probability)")
+  ax.set_ylabel("accuracy")
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  if title:
+    ax.set_title(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   return str(path)

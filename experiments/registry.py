@@ -16,6 +16,7 @@ from experiments import (
     e6_small_nets,
     e7_penalties,
     e8_vit,
+    e9_uncertainty,
 )
 from experiments.records import RunRecord
 from experiments.runner import Emit, Experiment
@@ -25,7 +26,8 @@ __all__ = ["EXPERIMENTS", "get", "run_experiment"]
 
 EXPERIMENTS: dict[str, Experiment] = {
     m.EXPERIMENT.name: m.EXPERIMENT
-    for m in (e1_mnist_mlp, e2_d2l_mlp, e3_weight_decay, e4_cnn, e5_lstm, e6_small_nets, e7_penalties, e8_vit)
+    for m in (e1_mnist_mlp, e2_d2l_mlp, e3_weight_decay, e4_cnn, e5_lstm, e6_small_nets, e7_penalties, e8_vit,
+              e9_uncertainty)
 }
 
 

@@ -2,8 +2,9 @@
 
 Runs, without any download: E3 (both versions, several seeds), dropout versus
 no dropout on the digits (E2's MLP, several seeds trained together), E7 (L1
-and L2 penalties), E6 (tutorial 002's small networks) and E8 (a Vision
-Transformer, jaxdrop against Flax's dropout and optax.adamw); then writes a
+and L2 penalties), E6 (tutorial 002's small networks), E8 (a Vision
+Transformer, jaxdrop against Flax's dropout and optax.adamw) and E9 (MC dropout's
+calibration and predictive entropy); then writes a
 report with every figure beside the source tutorial's figure where one exists.
 """
 
@@ -112,7 +113,8 @@ def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet:
   started = time.perf_counter()
   records: dict[str, Any] = {}
   for name, options in (("e3", {"seeds": seeds}), ("dropout", None), ("e7", {}),
-                        ("e6", {"convnet_epochs": CONVNET_EPOCHS}), ("e8", {"epochs": VIT_EPOCHS, "depth": VIT_DEPTH})):
+                        ("e6", {"convnet_epochs": CONVNET_EPOCHS}), ("e8", {"epochs": VIT_EPOCHS, "depth": VIT_DEPTH}),
+                        ("e9", {"seeds": seeds})):
     emit(f"== {name}")
     sub = out_dir / name
     if options is None:
@@ -146,6 +148,7 @@ def render_report(records: dict[str, Any], wall_time: float, seeds: int) -> str:
   lines += _e7_section(records["e7"])
   lines += _e6_section(records["e6"])
   lines += _e8_section(records["e8"])
+  lines += _e9_section(records["e9"])
   return "\n".join(lines) + "\n"
 
 
@@ -281,4 +284,32 @@ def _e8_section(record) -> list[str]:
     lines.append(f"| {r['name']} | {acc['mean']:.4f} ± {acc['sd']:.4f} | {acc['ci95'][0]:.4f}..{acc['ci95'][1]:.4f} |"
                  f" {r['final']['train_acc']:.4f} | {r['cost']['step_ms']:.1f} | {r['cost']['temp_mib']:.1f} |")
   lines += ["", "![E8](e8/curves.png)", ""]
+  return lines
+
+
+def _e9_section(record) -> list[str]:
+  config = record["config"]
+  (run,) = record["runs"]
+  result = run["uncertainty"]
+  lines = [
+      "## E9: uncertainty you can see (MC dropout, beyond the tutorials)",
+      "",
+      f"E2's MLP with dropout {config['dropout1']}/{config['dropout2']} on {record['dataset']['name']},"
+      f" {config['epochs']} epochs, {len(run['seeds'])} seeds. Each seed's network predicts the test set"
+      f" deterministically (dropout off) and by MC dropout (the mean class probabilities of"
+      f" {result['mc_samples']} passes with dropout on, `jaxdrop.mc_dropout`). ECE: expected calibration error over"
+      f" {result['bins']} equal confidence bins; entropy: the mean predictive entropy (nats) of the right and of"
+      " the wrong predictions. Mean ± sd over the seeds, and the 95 % CI of the ECE.",
+      "",
+      "| predictor | test acc (mean ± sd) | ECE (mean ± sd) | ECE 95% CI | entropy, right | entropy, wrong |",
+      "|---|---|---|---|---|---|",
+  ]
+  for key, label in (("deterministic", "deterministic"), ("mc_dropout", "MC dropout")):
+    s = result["summary"][key]
+    ece = s["ece"]
+    lines.append(f"| {label} | {s['accuracy']['mean']:.4f} ± {s['accuracy']['sd']:.4f} | {ece['mean']:.4f} ±"
+                 f" {ece['sd']:.4f} | {ece['ci95'][0]:.4f}..{ece['ci95'][1]:.4f} | {s['entropy_correct']['mean']:.3f}"
+                 f" | {s['entropy_wrong']['mean']:.3f} |")
+  lines += ["", "Reliability diagram (accuracy against confidence, the seeds pooled):", "",
+            "![E9](e9/reliability.png)", ""]
   return lines

@@ -65,7 +65,8 @@ def _small_runs(root):
   records = {}
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam (E6's convnet) mixes float and int32
     for name, options in (("e3", dict(seeds=2, epochs=10)), ("e7", dict(epochs=2)),
-                          ("e6", dict(epochs=2, convnet_epochs=1)), ("e8", E8_SMALL)):
+                          ("e6", dict(epochs=2, convnet_epochs=1)), ("e8", E8_SMALL),
+                          ("e9", dict(epochs=3, seeds=2, mc_samples=4))):
       (root / name).mkdir()
       records[name] = run_experiment(name, root / name, **options)
     records["dropout"] = reproduce.compare_dropout(root / "dropout", 2, lambda line: None, True, epochs=2)

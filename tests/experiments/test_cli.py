@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_list_shows_every_experiment(capsys):
   assert cli.main(["list"]) == 0
   lines = capsys.readouterr().out.splitlines()
-  assert [line.split()[0] for line in lines] == [f"e{i}" for i in range(1, 9)]
+  assert [line.split()[0] for line in lines] == [f"e{i}" for i in range(1, 10)]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "e2", "--help"], ["reproduce", "--help"]])
@@ -54,7 +54,7 @@ def test_report_renders_every_part(small_records):
   text = reproduce.render_report(records, 12.0, seeds=2)
   for needle in ("## E3", "13.1113", "| scratch | 0 |", "## Dropout against no dropout", "narrow", "## E7",
                  "| l1 |", "## E6", "| matconvnet |", "](e3/losses.png)", "](dropout/curves.png)", "## E8",
-                 "| jaxdrop |", "| flax |", "](e8/curves.png)"):
+                 "| jaxdrop |", "| flax |", "](e8/curves.png)", "## E9", "| MC dropout |", "](e9/reliability.png)"):
     assert needle in text, needle
 
 

@@ -73,7 +73,7 @@ def test_e5_runs_offline(tmp_path):
   assert "row" in record["dataset"]["note"]
 
 
-@pytest.mark.parametrize("name", ["e6", "e7", "e8"])
+@pytest.mark.parametrize("name", ["e6", "e7", "e8", "e9"])
 def test_offline_experiments_run(small_records, name):
   root, records = small_records
   check_record(root / name, name)
@@ -94,13 +94,30 @@ def test_e8_compares_jaxdrop_with_flax_over_seeds_with_step_costs(small_records)
   assert runs["jaxdrop"]["param_sha256"] != runs["flax"]["param_sha256"]
 
 
+def test_e9_reports_calibration_and_entropy_over_seeds(small_records):
+  root, records = small_records
+  (run,) = records["e9"]["runs"]
+  result = run["uncertainty"]
+  assert [s["seed"] for s in result["per_seed"]] == run["seeds"] == [0, 1]
+  for predictor in ("deterministic", "mc_dropout"):
+    summary = result["summary"][predictor]
+    assert set(summary) == {"accuracy", "ece", "entropy_correct", "entropy_wrong"}
+    assert summary["ece"]["ci95"][0] <= summary["ece"]["mean"] <= summary["ece"]["ci95"][1] and 0 <= summary["ece"]["mean"] <= 1
+    table = result["reliability"][predictor]
+    assert sum(table["count"]) == 2 * records["e9"]["dataset"]["test_size"]  # two seeds pooled
+  # the deterministic network's accuracy is the trained run's test accuracy, seed by seed
+  for seed_entry, per_seed in zip(run["per_seed"], result["per_seed"], strict=True):
+    assert per_seed["deterministic"]["accuracy"] == pytest.approx(seed_entry["final"]["test_acc"], abs=1e-6)
+  assert (root / "e9" / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_bad_options_are_config_errors():
   with pytest.raises(ConfigError, match="unknown option"):
     run_experiment("e3", "/nonexistent", epoch=3)
   with pytest.raises(ConfigError, match="--dropout1 must be a drop probability"):
     run_experiment("e2", "/nonexistent", dropout1=1.5)
-  with pytest.raises(ConfigError, match="unknown experiment 'e9'; choose one of e1, e2"):
-    run_experiment("e9", "/nonexistent")
+  with pytest.raises(ConfigError, match="unknown experiment 'e10'; choose one of e1, e2"):
+    run_experiment("e10", "/nonexistent")
   with pytest.raises(ConfigError, match="--dataset: invalid choice 'breast_cancer'"):
     run_experiment("e8", "/nonexistent", dataset="breast_cancer")
-  assert sorted(EXPERIMENTS) == [f"e{i}" for i in range(1, 9)]
+  assert sorted(EXPERIMENTS) == [f"e{i}" for i in range(1, 10)]
