@@ -132,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
   reproduce.add_argument("--seeds", type=int, default=5, help="seeds for the dropout comparison (default: 5)")
   add_output_options(reproduce, "runs/reproduce-<UTC time>")
 
+  replay = commands.add_parser(
+      "replay", help="run a recorded run again and compare its bits",
+      description="Run the run recorded in RUN_DIR/record.json again (same experiment, options and seeds) and report"
+      " whether every final parameter hash is bitwise the recorded one, and if not, the first epoch whose metrics"
+      " differ. Refused under another environment (versions, PRNG settings, XLA flags, devices) unless"
+      " --allow-env-change. Exit status 0: identical; 1: not.",
+  )
+  replay.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder of a finished run")
+  replay.add_argument("--allow-env-change", action="store_true",
+                      help="replay under another environment anyway, reporting the differences")
+  add_output_options(replay, "runs/replay-<experiment>-<UTC time>")
+
   return parser
 
 
@@ -163,6 +175,7 @@ def check_backend() -> None:
 
 def _run(args: argparse.Namespace) -> int:
   from experiments.config import result_options
+  from experiments.records import environment
   from experiments.registry import get, run_experiment
   from experiments.run_folder import open_run_folder
 
@@ -182,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
       run_experiment(args.name, scratch, emit=lambda line: None, quiet=True, **options)
     return 0
   folder = open_run_folder(args.out or default_out(args.name), kind=args.name, options=result_options(config),
-                           overwrite=args.overwrite, resume=config.resume)
+                           overwrite=args.overwrite, resume=config.resume, environment=environment())
   try:
     record = run_experiment(args.name, folder.path, emit=print, quiet=args.quiet, **options)
   except ConfigError:  # found before anything was computed: leave the folder as it was
@@ -206,6 +219,23 @@ def _reproduce(args: argparse.Namespace) -> int:
     report = reproduce(folder.path, seeds=args.seeds, emit=print, quiet=args.quiet)
   print(f"wrote {report}")
   return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+  from experiments.replay import check_environment, describe_replay, load_record, replay
+  from experiments.run_folder import open_run_folder
+
+  record = load_record(args.run_dir)  # before any folder is made
+  check_backend()
+  check_environment(record, allow_env_change=args.allow_env_change)
+  out = args.out or default_out(f"replay-{record['experiment']}")
+  with open_run_folder(out, kind="replay", options={"run_dir": str(args.run_dir.absolute())},
+                       overwrite=args.overwrite) as folder:
+    result = replay(args.run_dir, folder.path, allow_env_change=args.allow_env_change, quiet=args.quiet)
+  for line in describe_replay(result):
+    print(line)
+  print(f"wrote {folder.path / 'replay.json'}")
+  return 0 if result["identical"] else 1
 
 
 class Terminated(KeyboardInterrupt):
@@ -234,7 +264,7 @@ def _disk_full(error: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
   """Entry point of ``python -m experiments``; returns the exit status."""
   args = build_parser().parse_args(argv)
-  commands = {"list": lambda args: _list(), "run": _run, "reproduce": _reproduce}
+  commands = {"list": lambda args: _list(), "run": _run, "reproduce": _reproduce, "replay": _replay}
   return one_line_errors(commands[args.command], args)
 
 

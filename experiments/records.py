@@ -23,14 +23,21 @@ if TYPE_CHECKING:
   from experiments.data import Dataset
   from experiments.runner import Experiment
 
-__all__ = ["RunRecord", "describe", "environment", "run_entry", "seed_summary", "seeds_entry", "write_json"]
+__all__ = ["PINNED", "RunRecord", "describe", "environment", "environment_differences", "run_entry", "seed_summary", "seeds_entry", "write_json"]
+
+
+# The facts of ``environment()`` that decide a run's bits: --resume and replay refuse a change in one of them.
+PINNED = ("jax", "jaxlib", "flax", "optax", "jaxdrop", "mask_generator", "prng_impl", "threefry_partitionable",
+          "xla_flags", "backend", "device_kind", "device_count")
 
 
 def environment() -> dict[str, Any]:
-  """Library versions and the device the run used."""
+  """Library versions, the random-number settings, the compiler flags and the devices of this process."""
   import flax
   import jaxlib
   import optax
+
+  import jaxdrop
 
   device = jax.devices()[0]
   return {
@@ -39,11 +46,22 @@ def environment() -> dict[str, Any]:
       "jaxlib": jaxlib.__version__,
       "flax": flax.__version__,
       "optax": optax.__version__,
+      "jaxdrop": jaxdrop.__version__,
+      "mask_generator": jaxdrop.MASK_GENERATOR,
+      "prng_impl": str(jax.config.jax_default_prng_impl),
+      "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "backend": jax.default_backend(),
       "device_kind": device.device_kind,
       "device_count": jax.device_count(),
       "machine": platform.machine(),
   }
+
+
+def environment_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+  """``"name: the run has A, now B"`` for each :data:`PINNED` fact that differs (absent in an old record: skipped)."""
+  return [f"{k}: the run has {recorded[k]!r}, now {now.get(k)!r}" for k in PINNED
+          if k in recorded and recorded[k] != now.get(k)]
 
 
 def _default(obj):

@@ -7,8 +7,10 @@ that process's id). The kernel releases the lock when the process ends, however
 it ends, so a lock file left by a crash never blocks the next run.
 
 * A new or empty folder is marked and used.
-* ``resume`` continues only a run of the same kind with the same options (the
-  differing options are named, before any checkpoint is touched).
+* ``resume`` continues only a run of the same kind with the same options,
+  under the same environment (the facts that decide its bits: versions,
+  random-number settings, devices); the differences are named, before any
+  checkpoint is touched.
 * ``overwrite`` replaces only what jaxdrop wrote (the marker says so); a folder
   without one is refused, whatever it holds.
 * A second process asking for a folder in use is refused.
@@ -161,11 +163,24 @@ def _lock(path: Path) -> int:
   return fd
 
 
-def _write_marker(path: Path, kind: str, options: dict[str, Any]) -> None:
+def _check_environment(path: Path, recorded: dict[str, Any] | None, now: dict[str, Any] | None) -> None:
+  from experiments.records import environment_differences
+
+  diffs = [] if recorded is None or now is None else environment_differences(recorded, now)
+  if diffs:
+    raise OutputMismatchError(
+        f"--resume: the run in {path} was started under another environment ({'; '.join(diffs)}): its remaining"
+        " steps would not draw the bits its first ones did; resume it where it started, or start a new run in"
+        " another --out."
+    )
+
+
+def _write_marker(path: Path, kind: str, options: dict[str, Any], environment: dict[str, Any] | None) -> None:
   from experiments.records import write_json
 
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-  write_json(path / MARKER_FILE, {"written_by": "jaxdrop", "kind": kind, "options": options, "created": stamp})
+  write_json(path / MARKER_FILE, {"written_by": "jaxdrop", "kind": kind, "options": options, "created": stamp,
+                                  "environment": environment})
 
 
 def open_run_folder(
@@ -175,6 +190,7 @@ def open_run_folder(
     options: dict[str, Any] | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    environment: dict[str, Any] | None = None,
 ) -> RunFolder:
   """Creates (or reopens) a run's output folder and locks it for this process.
 
@@ -183,8 +199,10 @@ def open_run_folder(
     kind: what runs there: an experiment's name, ``"reproduce"`` or ``"bench"``.
     options: the options that decide the run's result (JSON-ready); a resumed
       run must have the same (``None``: not compared).
-    overwrite: replace the results of an earlier python -m experiments run of the folder.
+    overwrite: replace the results of an earlier run of the folder.
     resume: continue the run the folder holds.
+    environment: this process's ``experiments.records.environment()``; kept in
+      the marker, and a resumed run must have the same pinned facts.
 
   Returns:
     A :class:`RunFolder`; call ``release()`` (or use it as a context manager)
@@ -196,7 +214,7 @@ def open_run_folder(
       with them, or ``overwrite`` on a folder jaxdrop did not write
       (``overwrite`` removes only the earlier run's checkpoints, records and
       the figures its record lists).
-    OutputMismatchError: ``resume`` on a run of another kind or options.
+    OutputMismatchError: ``resume`` on a run of another kind, options or environment.
     OutputInUseError: another process holds the folder.
     PermissionError: the folder cannot be written.
   """
@@ -240,6 +258,7 @@ def open_run_folder(
               f"--resume: the run in {path} was started with other options ({'; '.join(diffs)}); resume with the"
               " run's options, or start a new run in another --out."
           )
+        _check_environment(path, marker.get("environment"), environment)
         if _finished_without_checkpoints(path):
           raise OutputMismatchError(
               f"--resume: the run in {path} finished and kept no checkpoints (it ran without --checkpoint-every):"
@@ -259,7 +278,7 @@ def open_run_folder(
         )
     fresh = marker is None or overwrite or not held
     if fresh:
-      _write_marker(path, kind, options)
+      _write_marker(path, kind, options, environment)
     probe = path / ".write-test"
     probe.write_text("")
     probe.unlink()

@@ -5,6 +5,7 @@ probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 """
 
 from jaxdrop import attention
+from jaxdrop._bits import MASK_GENERATOR
 from jaxdrop._alpha_dropout import alpha_dropout
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
 from jaxdrop._drop_block import drop_block
@@ -24,6 +25,7 @@ from jaxdrop._weight_decay import adam, adamw, add_weight_decay, sgd
 __version__ = "0.1.0"
 
 __all__ = [
+    "MASK_GENERATOR",
     "MCDropoutPrediction",
     "adam",
     "adamw",

@@ -49,9 +49,12 @@ import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 
-__all__ = ["PHILOX", "bernoulli_lanes", "derive_seed", "lane_threshold", "random_words", "realized_probability"]
+__all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "lane_threshold", "random_words", "realized_probability"]
 
 GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
+# What decides the mask bits drawn for a key (the generator, its rounds, the lane layout): runs record it, and a
+# change to the masks must change it.
+MASK_GENERATOR = "philox4x32-10 counter lanes (8/16/32-bit), jaxdrop stream v1"
 
 _M0, _M1 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)  # Philox-4x32 multipliers (Random123)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl constants that bump the key
