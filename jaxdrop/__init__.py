@@ -5,8 +5,8 @@ probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 """
 
 from jaxdrop import attention
-from jaxdrop._bits import MASK_GENERATOR
 from jaxdrop._alpha_dropout import alpha_dropout
+from jaxdrop._bits import MASK_GENERATOR
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
 from jaxdrop._drop_block import drop_block
 from jaxdrop._drop_connect import drop_connect

@@ -17,7 +17,7 @@ from jaxdrop import training
 from jaxdrop.errors import DatasetCorruptError, DatasetUnavailableError
 
 CLI_USAGE = [  # argparse errors: exit 2, one line, the valid choices
-    ("unknown experiment", ["run", "e9"], "invalid choice: 'e9' (choose from 'e1', 'e2'"),
+    ("unknown experiment", ["run", "e10"], "invalid choice: 'e10' (choose from 'e1', 'e2'"),
     ("unknown option", ["run", "e2", "--dropout3", "0.1"], "unrecognized arguments: --dropout3"),
     ("unknown data set", ["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'auto', 'mnist'"),
     ("non-numeric epochs", ["run", "e2", "--epochs", "two"], "invalid int value: 'two'"),
