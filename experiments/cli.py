@@ -229,6 +229,9 @@ def _replay(args: argparse.Namespace) -> int:
   check_backend()
   check_environment(record, allow_env_change=args.allow_env_change)
   out = args.out or default_out(f"replay-{record['experiment']}")
+  if Path(out).resolve() == args.run_dir.resolve():
+    raise ConfigError(f"replay: --out {out} is the recorded run's own folder; the replay goes into another one (the"
+                      " record it is compared with stays as it is).")
   with open_run_folder(out, kind="replay", options={"run_dir": str(args.run_dir.absolute())},
                        overwrite=args.overwrite) as folder:
     result = replay(args.run_dir, folder.path, allow_env_change=args.allow_env_change, quiet=args.quiet)

@@ -40,6 +40,7 @@ import jax
 import numpy as np
 
 from jaxdrop.errors import CheckpointError, CheckpointMismatchError
+from jaxdrop.training._optional import optional_import
 
 __all__ = ["Checkpoints", "param_sha256"]
 
@@ -130,7 +131,7 @@ class Checkpoints:
     self._manager = None
 
   def _open(self):
-    import orbax.checkpoint as ocp
+    ocp = optional_import("orbax.checkpoint")
 
     if self._manager is None:
       options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=False, create=True)
@@ -154,7 +155,7 @@ class Checkpoints:
 
   def save(self, state, progress: dict[str, Any]) -> None:
     """Writes ``state`` and ``progress`` as the checkpoint of ``state.step`` (atomically)."""
-    import orbax.checkpoint as ocp
+    ocp = optional_import("orbax.checkpoint")
 
     step = int(jax.device_get(jax.numpy.max(state.step)))
     if step in self.steps():
@@ -178,7 +179,7 @@ class Checkpoints:
       CheckpointError: checkpoints exist (or existed) but none of them can be
         read.
     """
-    import orbax.checkpoint as ocp
+    ocp = optional_import("orbax.checkpoint")
 
     tried = []
     while steps := self.steps():

@@ -24,6 +24,7 @@ from jaxdrop.errors import CheckpointMismatchError, TrainingDivergedError
 from jaxdrop.training import xla_cpu
 from jaxdrop.training._checkpoints import Checkpoints
 from jaxdrop.training._evaluate import evaluate_sums, summarize
+from jaxdrop.training._optional import optional_import
 from jaxdrop.training._options import FitOptions
 from jaxdrop.training._progress import Progress
 from jaxdrop.training._steps import make_train_epoch
@@ -211,7 +212,7 @@ class _Run:
     x_train, y_train = self.train_data
     steps_per_epoch = math.ceil(x_train.shape[0] / opts.batch_size)
     fold = jax.vmap(jax.random.fold_in, in_axes=(0, None)) if self.batched else jax.random.fold_in
-    from tqdm.auto import tqdm  # the progress bar: an optional dependency, needed only here
+    tqdm = optional_import("tqdm.auto").tqdm  # the progress bar: an optional dependency, needed only here
 
     bar = tqdm(total=opts.epochs, initial=progress.epoch - 1, desc=opts.description,
                disable=opts.quiet or not sys.stderr.isatty(), leave=False)

@@ -61,3 +61,8 @@ class FitOptions:
       _positive_int(name, getattr(self, name))
     if self.path not in ("auto", "scan", "loop"):
       raise ValueError(f"FitOptions.path must be 'auto', 'scan' or 'loop', got {self.path!r}.")
+    options = self.compiler_options
+    if not (options is None or options == "auto" or (isinstance(options, dict) and all(
+        isinstance(k, str) and isinstance(v, (str, bool, int, float)) for k, v in options.items()))):
+      raise ValueError(f"FitOptions.compiler_options must be 'auto', None or a dict of XLA option names to values,"
+                       f" got {options!r}.")

@@ -85,6 +85,13 @@ def test_a_replay_without_a_finished_record_is_a_one_line_error(recorded, tmp_pa
   assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+def test_a_replay_never_writes_into_the_recorded_run(recorded, capsys):
+  before = {p.name: p.stat().st_mtime_ns for p in recorded.iterdir()}
+  assert cli.main(["replay", str(recorded), "--out", str(recorded), "--overwrite", "--quiet"]) == 2
+  assert "is the recorded run's own folder" in capsys.readouterr().err
+  assert {p.name: p.stat().st_mtime_ns for p in recorded.iterdir()} == before
+
+
 def test_resume_under_another_environment_is_refused_naming_it(tmp_path, capsys):
   out = tmp_path / "run"
   argv = [*E3, "--checkpoint-every", "2", "--out", str(out)]

@@ -33,3 +33,18 @@ def test_the_library_holds_no_experiment_cli_or_benchmark():
   public = {n for n in names if not any(part.startswith("_") for part in n.split("."))}
   assert public == {"jaxdrop.attention", "jaxdrop.errors", "jaxdrop.linen", "jaxdrop.nnx", "jaxdrop.training",
                     "jaxdrop.training.xla_cpu"}
+
+
+def test_a_missing_engine_dependency_names_the_extra():
+  code = ("import sys; sys.modules['tqdm'] = None\n"  # as if tqdm were not installed
+          "import types, jax.numpy as jnp, optax\n"
+          "from jaxdrop import training\n"
+          "x = jnp.ones((8, 1))\n"
+          "data = types.SimpleNamespace(x_train=x, y_train=x, x_test=x, y_test=x)\n"
+          "task = training.Task(lambda p, x, t, k: x * p['w'], training.half_squared_error, classification=False)\n"
+          "try:\n"
+          "  training.fit(task, {'w': jnp.zeros(())}, optax.sgd(0.1), data, epochs=1, batch_size=4, seed=0)\n"
+          "except ImportError as e:\n"
+          "  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+  assert "jaxdrop.training needs tqdm" in out and "pip install 'jaxdrop[training]'" in out

@@ -150,7 +150,8 @@ def test_eval_train_and_eval_every():
 
 
 @pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("batch_size", -2), ("eval_every", 1.5),
-                                              ("epochs", True), ("path", "fast")])
+                                              ("epochs", True), ("path", "fast"), ("compiler_options", "fast"),
+                                              ("compiler_options", {1: "x"})])
 def test_fit_options_name_the_bad_field(field, value):
   with pytest.raises(ValueError, match=f"FitOptions.{field} must be"):
     training.FitOptions(**{"epochs": 1, "batch_size": 8, field: value})
