@@ -174,14 +174,13 @@ def check_backend() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-  from experiments.config import result_options
+  from experiments.config import config_values, result_options
   from experiments.records import environment
   from experiments.registry import get, run_experiment
   from experiments.run_folder import open_run_folder
 
   experiment = get(args.name)
-  options = {f.name: getattr(args, f.name) for f in dataclasses.fields(experiment.config)}
-  options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+  options = config_values({f.name: getattr(args, f.name) for f in dataclasses.fields(experiment.config)})
   config = experiment.config(**options)
   if config.resume and args.out is None:
     raise ConfigError("--resume needs --out DIR: the folder of the run to continue.")
@@ -222,19 +221,24 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-  from experiments.replay import check_environment, describe_replay, load_record, replay
+  from experiments.replay import describe_replay, load_record, replay
   from experiments.run_folder import open_run_folder
 
   record = load_record(args.run_dir)  # before any folder is made
   check_backend()
-  check_environment(record, allow_env_change=args.allow_env_change)
   out = args.out or default_out(f"replay-{record['experiment']}")
   if Path(out).resolve() == args.run_dir.resolve():
     raise ConfigError(f"replay: --out {out} is the recorded run's own folder; the replay goes into another one (the"
                       " record it is compared with stays as it is).")
-  with open_run_folder(out, kind="replay", options={"run_dir": str(args.run_dir.absolute())},
-                       overwrite=args.overwrite) as folder:
+  folder = open_run_folder(out, kind="replay", options={"run_dir": str(args.run_dir.absolute())},
+                           overwrite=args.overwrite)
+  try:
     result = replay(args.run_dir, folder.path, allow_env_change=args.allow_env_change, quiet=args.quiet)
+  except ConfigError:  # another environment: refused before anything ran, the folder is left as it was
+    folder.abandon()
+    raise
+  finally:
+    folder.release()
   for line in describe_replay(result):
     print(line)
   print(f"wrote {folder.path / 'replay.json'}")

@@ -16,7 +16,7 @@ import jax
 from experiments.data import DATASETS
 from jaxdrop.errors import ConfigError
 
-__all__ = ["Config", "RUN_CONTROL", "option", "result_options"]
+__all__ = ["Config", "RUN_CONTROL", "config_values", "option", "result_options"]
 
 
 def option(default, help: str, **metadata):
@@ -125,3 +125,8 @@ RUN_CONTROL = ("epochs", "path", "data_dir", "devices", "checkpoint_every", "res
 def result_options(config: Config) -> dict[str, Any]:
   """The options that decide a run's result (all but :data:`RUN_CONTROL`): a resumed run must repeat them."""
   return {k: v for k, v in dataclasses.asdict(config).items() if k not in RUN_CONTROL}
+
+
+def config_values(values: dict[str, Any]) -> dict[str, Any]:
+  """Option values as the config fields hold them: lists (argparse's ``nargs``, a record's JSON) become tuples."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}

@@ -50,17 +50,20 @@ class E9Config(Config):
   bins: int = option(15, "confidence bins of the calibration error and the reliability diagram")
 
 
-def predictions(model: nn.Module, params, x, key, samples: int) -> dict[str, np.ndarray]:
-  """Class probabilities of the test set: deterministic, and the MC-dropout mean over ``samples`` passes."""
+def make_predictions(model: nn.Module, samples: int):
+  """``(params, x, key) -> {predictor: class probabilities}``, compiled once for every seed: deterministic, and
+  the MC-dropout mean over ``samples`` passes."""
+
+  def probs(params, x, key):
+    return jax.nn.softmax(model.apply({"params": params}, x, train=key is not None,
+                                      rngs=None if key is None else {"dropout": key}))
 
   @jax.jit
   def both(params, x, key):
-    probs = lambda k, x, train: jax.nn.softmax(model.apply({"params": params}, x, train=train,
-                                                           rngs={"dropout": k} if train else None))
-    mc = jaxdrop.mc_dropout(lambda k, x: probs(k, x, True), key, x, num_samples=samples)
-    return {"deterministic": probs(None, x, False), "mc_dropout": mc.mean}
+    mc = jaxdrop.mc_dropout(lambda k, x: probs(params, x, k), key, x, num_samples=samples)
+    return {"deterministic": probs(params, x, None), "mc_dropout": mc.mean}
 
-  return jax.tree.map(np.asarray, both(params, x, key))
+  return lambda params, x, key: jax.tree.map(np.asarray, both(params, x, key))
 
 
 def uncertainty(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict[str, float]:
@@ -86,10 +89,11 @@ def run(config: E9Config, record, emit, quiet: bool) -> None:
                              config, record, quiet=quiet, emit=emit, epochs=config.epochs)
   emit(describe(entry))
   seeds = range(config.seed, config.seed + config.seeds)
+  predictions = make_predictions(model, config.mc_samples)
   per_seed, pooled = [], {p: [] for p in PREDICTORS}
   for seed, result in zip(seeds, results, strict=True):
     mc_key = jax.random.fold_in(jax.random.key(seed), 9)  # the MC passes' own stream
-    probs = predictions(model, result.state.params, data.x_test, mc_key, config.mc_samples)
+    probs = predictions(result.state.params, data.x_test, mc_key)
     per_seed.append({"seed": seed, **{p: uncertainty(probs[p], data.y_test, config.bins) for p in PREDICTORS}})
     for p in PREDICTORS:
       pooled[p].append(probs[p])

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from experiments.config import config_values
 from experiments.records import PINNED, environment, environment_differences, write_json
 from experiments.registry import run_experiment
 from experiments.runner import Emit
@@ -90,7 +91,7 @@ def replay(run_dir: str | Path, out_dir: str | Path, *, allow_env_change: bool =
     emit(f"environment changed, replaying anyway: {line}")
   if unrecorded:
     emit(f"not in the record (an older run), so not compared: {', '.join(unrecorded)}")
-  options = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()}
+  options = config_values(record["config"])
   replayed = run_experiment(record["experiment"], out_dir, emit=(lambda line: None) if quiet else emit,
                             quiet=quiet, **{**options, **NOT_REPLAYED})
   result = {"run_dir": str(Path(run_dir).absolute()), "experiment": record["experiment"],

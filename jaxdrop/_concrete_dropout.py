@@ -102,7 +102,7 @@ def concrete_dropout(
     raise ValueError(f"temperature must be a finite number > 0, got temperature={temperature!r}.")
   if _checks.is_concrete(rate):
     values = np.asarray(rate, np.float64)
-    if values.dtype == bool or not np.all((values > 0) & (values < 1)):
+    if not np.all((values > 0) & (values < 1)):
       raise ValueError(f"rate must be in (0, 1) for concrete dropout (a drop probability; learn it as"
                        f" sigmoid(p_logit)), got rate={rate!r}.")
   if jnp.ndim(rate) and not _broadcasts(jnp.shape(rate), x.shape):

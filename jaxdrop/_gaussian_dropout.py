@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxdrop import _bits, _checks
-from jaxdrop._masked import mask_shape_for
+from jaxdrop import _checks
+from jaxdrop._masked import mask_shape_for, standard_normal
 
 __all__ = ["gaussian_dropout"]
 
@@ -59,6 +59,5 @@ def gaussian_dropout(
     rate = jnp.asarray(rate, compute_dtype)
     valid = (rate >= 0) & (rate < 1)
     stddev = jnp.where(valid, jnp.sqrt(rate / (1 - rate)), jnp.nan)
-  generator_key = jax.random.wrap_key_data(_bits.derive_seed(key), impl=_bits.PHILOX)
-  noise = 1 + stddev * jax.random.normal(generator_key, noise_shape, compute_dtype)
+  noise = 1 + stddev * standard_normal(key, noise_shape, compute_dtype)
   return (x.astype(compute_dtype) * noise).astype(x.dtype)

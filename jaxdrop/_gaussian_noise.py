@@ -9,8 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdrop import _bits, _checks
-from jaxdrop._masked import mask_shape_for
+from jaxdrop import _checks
+from jaxdrop._masked import mask_shape_for, standard_normal
 
 __all__ = ["check_stddev", "gaussian_noise", "needs_noise"]
 
@@ -78,6 +78,5 @@ def gaussian_noise(
   scale = jnp.asarray(stddev, compute_dtype)
   if not isinstance(stddev, float):  # traced: an invalid value becomes NaN, never silently wrong noise
     scale = jnp.where(jnp.isfinite(scale) & (scale >= 0), scale, jnp.nan)
-  generator_key = jax.random.wrap_key_data(_bits.derive_seed(key), impl=_bits.PHILOX)
-  noise = scale * jax.random.normal(generator_key, noise_shape, compute_dtype)
+  noise = scale * standard_normal(key, noise_shape, compute_dtype)
   return (x.astype(compute_dtype) + noise).astype(x.dtype)

@@ -45,6 +45,7 @@ __all__ = [
     "masked_dropout",
     "safe_inverse",
     "seeded_dropout",
+    "standard_normal",
 ]
 
 Mode = Literal["inverted", "classic"]
@@ -210,3 +211,9 @@ def safe_inverse(p: jax.Array) -> jax.Array:
   """``1 / p``, or 0 where ``p == 0`` (with finite gradients)."""
   positive = p > 0
   return jnp.where(positive, 1.0 / jnp.where(positive, p, 1.0), 0.0)
+
+
+def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+  """``N(0, 1)`` noise of ``shape``, drawn from the Philox stream of ``key`` that the masks use (it partitions
+  like them: a sharded draw is bitwise the unsharded one)."""
+  return jax.random.normal(jax.random.wrap_key_data(_bits.derive_seed(key), impl=_bits.PHILOX), shape, dtype)

@@ -44,16 +44,20 @@ MASKED = {
     "dropout traced rate": lambda k, x: jaxdrop.dropout(k, x, jnp.float32(0.3)),
     "gaussian_dropout": lambda k, x: jaxdrop.gaussian_dropout(k, x, 0.3),
     "gaussian_dropout broadcast": lambda k, x: jaxdrop.gaussian_dropout(k, x, 0.3, broadcast_dims=(2,)),
+    "gaussian_noise": lambda k, x: jaxdrop.gaussian_noise(k, x, 0.5),
+    "concrete_dropout": lambda k, x: jaxdrop.concrete_dropout(k, x, 0.3),
     "alpha_dropout": lambda k, x: jaxdrop.alpha_dropout(k, x, 0.3),
     "drop_connect": lambda k, x: jaxdrop.drop_connect(k, x, 0.3),
     "drop_path": lambda k, x: jaxdrop.drop_path(k, x, 0.3),
     "drop_path batch_axis=1": lambda k, x: jaxdrop.drop_path(k, x, 0.3, batch_axis=1),
     "linen Dropout": linen_layer(jdl.Dropout(0.3)),
     "linen GaussianDropout": linen_layer(jdl.GaussianDropout(0.3)),
+    "linen GaussianNoise": linen_layer(jdl.GaussianNoise(0.5)),
     "linen AlphaDropout": linen_layer(jdl.AlphaDropout(0.3)),
     "linen DropPath": linen_layer(jdl.DropPath(0.3)),
     "nnx Dropout": nnx_layer(jdx.Dropout(0.3)),
     "nnx GaussianDropout": nnx_layer(jdx.GaussianDropout(0.3)),
+    "nnx GaussianNoise": nnx_layer(jdx.GaussianNoise(0.5)),
     "nnx AlphaDropout": nnx_layer(jdx.AlphaDropout(0.3)),
     "nnx DropPath": nnx_layer(jdx.DropPath(0.3)),
 }
@@ -65,6 +69,10 @@ NNX_LSTM = jdx.LSTM(SHAPE[-1], 4, dropout=0.25, recurrent_dropout=0.25, return_s
 LINEN_DENSE = jdl.DropConnectDense(4, rate=0.3)
 LINEN_DENSE_VARS = LINEN_DENSE.init(jax.random.key(4), jnp.ones(SHAPE), deterministic=True)
 NNX_DENSE = jdx.DropConnectLinear(SHAPE[-1], 4, rate=0.3, rngs=nnx.Rngs(5))
+LINEN_CONCRETE = jdl.ConcreteDropout(nn.Dense(4), length_scale=1e-2, data_size=100)
+LINEN_CONCRETE_VARS = {"params": LINEN_CONCRETE.init(jax.random.key(6), jnp.ones(SHAPE), deterministic=True)["params"]}
+NNX_CONCRETE = jdx.ConcreteDropout(nnx.Linear(SHAPE[-1], 4, rngs=nnx.Rngs(7)), length_scale=1e-2, data_size=100,
+                                   rngs=nnx.Rngs(8))
 
 
 def attention(key, x):
@@ -85,6 +93,14 @@ MODELS = {
     "nnx DropBlock": nnx_layer(jdx.DropBlock(0.3, block_size=3)),
     "lstm": lambda k, x: jaxdrop.lstm(LSTM_PARAMS, x, key=k, dropout=0.25, recurrent_dropout=0.25,
                                       return_sequences=True),
+    # Noise shared along an axis and split over devices: XLA:CPU computes the normal transform in vector lanes
+    # or in a scalar tail depending on the local shape, so the sum may round 1 ulp apart (integer masks cannot).
+    "gaussian_noise broadcast": lambda k, x: jaxdrop.gaussian_noise(k, x, 0.5, broadcast_dims=(1,)),
+    "lstm zoneout": lambda k, x: jaxdrop.lstm(LSTM_PARAMS, x, key=k, zoneout_cell=0.2, zoneout_hidden=0.3,
+                                              return_sequences=True),
+    "linen ConcreteDropout": lambda k, x: LINEN_CONCRETE.apply(LINEN_CONCRETE_VARS, x, deterministic=False,
+                                                               rngs={"dropout": k}, mutable=["losses"])[0],
+    "nnx ConcreteDropout": nnx_layer(NNX_CONCRETE),
     "linen LSTM": lambda k, x: LINEN_LSTM.apply(LINEN_LSTM_VARS, x, deterministic=False, rngs={"dropout": k}),
     "nnx LSTM": nnx_layer(NNX_LSTM),
     "linen DropConnectDense": lambda k, x: LINEN_DENSE.apply(LINEN_DENSE_VARS, x, deterministic=False,
