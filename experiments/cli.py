@@ -1,4 +1,5 @@
-"""The experiments' command line, ``python -m experiments``: ``list``, ``run NAME``, ``reproduce``.
+"""The experiments' command line, ``python -m experiments``: ``list``, ``run NAME``, ``reproduce`` and
+``replay``.
 
 A thin layer over :mod:`experiments.registry` and :mod:`experiments.reproduce`:
 options come from each experiment's config dataclass, errors a user can fix
@@ -136,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
       "replay", help="run a recorded run again and compare its bits",
       description="Run the run recorded in RUN_DIR/record.json again (same experiment, options and seeds) and report"
       " whether every final parameter hash is bitwise the recorded one, and if not, the first epoch whose metrics"
-      " differ. Refused under another environment (versions, PRNG settings, XLA flags, devices) unless"
-      " --allow-env-change. Exit status 0: identical; 1: not.",
+      " differ, seed by seed. Refused under another environment (versions, PRNG settings, XLA flags, devices,"
+      " the code's hash) unless --allow-env-change. Exit status 0: identical; 1: not.",
   )
-  replay.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder of a finished run")
+  replay.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                      help="the folder of a finished run, or of reproduce (each of its parts is replayed)")
   replay.add_argument("--allow-env-change", action="store_true",
                       help="replay under another environment anyway, reporting the differences")
   add_output_options(replay, "runs/replay-<experiment>-<UTC time>")
@@ -148,8 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_out(name: str) -> Path:
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-  return Path("runs") / f"{name}-{stamp}"
+  """``runs/<name>-<UTC time to the microsecond>-<process id>``: readable, sorted by time, and not taken.
+
+  Two commands started in the same second (or microsecond) get different
+  folders; a name already on disk (this process, twice in a microsecond) gets
+  a ``-2``, ``-3`` ... suffix.
+  """
+  now = datetime.datetime.now(datetime.UTC)
+  base = Path("runs") / f"{name}-{now:%Y%m%d-%H%M%S}.{now:%f}-{os.getpid()}"
+  path, n = base, 1
+  while path.exists() or path.is_symlink():
+    n += 1
+    path = base.with_name(f"{base.name}-{n}")
+  return path
 
 
 def _list() -> int:
@@ -221,20 +234,23 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-  from experiments.replay import describe_replay, load_record, replay
+  from experiments.replay import check_parts, describe_replay, load_parts, replay
   from experiments.run_folder import open_run_folder
 
-  record = load_record(args.run_dir)  # before any folder is made
+  # Everything checked before any folder is made: each record (its experiment among jaxdrop's), its
+  # environment and its options.
+  parts = load_parts(args.run_dir)
   check_backend()
-  out = args.out or default_out(f"replay-{record['experiment']}")
-  if Path(out).resolve() == args.run_dir.resolve():
+  check_parts(parts, args.run_dir, allow_env_change=args.allow_env_change)
+  out = args.out or default_out(f"replay-{parts[''].get('experiment') if '' in parts else 'reproduce'}")
+  if Path(out).resolve() in {(args.run_dir / part).resolve() for part in parts}:  # the run, or one of its parts
     raise ConfigError(f"replay: --out {out} is the recorded run's own folder; the replay goes into another one (the"
                       " record it is compared with stays as it is).")
   folder = open_run_folder(out, kind="replay", options={"run_dir": str(args.run_dir.absolute())},
                            overwrite=args.overwrite)
   try:
     result = replay(args.run_dir, folder.path, allow_env_change=args.allow_env_change, quiet=args.quiet)
-  except ConfigError:  # another environment: refused before anything ran, the folder is left as it was
+  except ConfigError:  # refused before anything ran: the folder is left as it was
     folder.abandon()
     raise
   finally:

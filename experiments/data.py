@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import threading
 from typing import NamedTuple
 
@@ -46,6 +47,7 @@ TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 BUNDLED_DATASETS = ("digits", "breast_cancer")
 DATASETS = TFDS_DATASETS + BUNDLED_DATASETS
 NETWORK_PROBE = ("storage.googleapis.com", 443)
+VERSION = re.compile(r"\d+\.\d+\.\d+")  # the folders of a prepared tfds data set's versions
 
 
 class Dataset(NamedTuple):
@@ -131,12 +133,53 @@ def _prepare_hint(name: str, data_dir: str) -> str:
   )
 
 
+def _metadata_problem(path: str, name: str) -> str | None:
+  """What is wrong with the tfds metadata file ``path`` (``name/<version>/dataset_info.json``); or None."""
+  from experiments.records import read_json
+
+  try:
+    info = read_json(path)
+  except (OSError, ValueError) as e:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'unreadable'}"
+  version = os.path.basename(os.path.dirname(path))
+  if not isinstance(info, dict):
+    return f"it holds a JSON {type(info).__name__}, not tfds' object"
+  if info.get("name") != name or info.get("version") != version:
+    return (f"it names {info.get('name')!r} version {info.get('version')!r}, not {name!r} version {version!r}"
+            " of its folder")
+  return None
+
+
+def _check_metadata(name: str, data_dir: str) -> None:
+  """Raises :class:`DatasetCorruptError` if a prepared version of ``name`` has damaged metadata.
+
+  tfds reads a damaged metadata file as "no data here", which would send
+  ``--dataset auto`` silently to the offline default.
+  """
+  import glob
+
+  folder = os.path.join(data_dir, name)
+  pattern = lambda *levels: os.path.join(glob.escape(folder), *levels, "dataset_info.json")
+  found = glob.glob(pattern("*")) + glob.glob(pattern("*", "*"))  # name/version/, name/config/version/
+  for path in sorted(found):
+    parts = os.path.relpath(os.path.dirname(path), folder).split(os.sep)
+    if not VERSION.fullmatch(parts[-1]) or any(p.startswith("incomplete.") for p in parts):
+      continue  # not a version tfds reads (tfds' own unfinished "incomplete.*" folders, a user's copy)
+    problem = _metadata_problem(path, name)
+    if problem is not None:
+      raise DatasetCorruptError(
+          f"the tfds metadata file {path} of {name} is damaged ({problem}), so tfds cannot read the prepared"
+          f" data. Nothing was changed: move {folder} away and {_prepare_hint(name, data_dir)}."
+      )
+
+
 def _open_tfds(name: str, split: str, data_dir: str, download: bool):
   import tensorflow_datasets as tfds
 
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as not_prepared:  # tfds raises several types for "no data here"
+    _check_metadata(name, data_dir)  # ... and for damaged metadata: that is not "not prepared"
     if not download:
       raise DatasetUnavailableError(
           f"{name} is not prepared in data_dir={data_dir} and downloads are off: {_prepare_hint(name, data_dir)}."
@@ -192,7 +235,8 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Tru
     ConfigError: for an unknown name.
     DatasetUnavailableError: if a tfds data set is neither prepared nor
       downloadable (raised within seconds when offline).
-    DatasetCorruptError: if its prepared files cannot be read.
+    DatasetCorruptError: if its prepared files cannot be read, or its metadata
+      (``dataset_info.json``) is damaged.
   """
   if name == "digits":
     return _digits()

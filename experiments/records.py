@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
+import hashlib
 import json
 import math
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -23,16 +26,100 @@ if TYPE_CHECKING:
   from experiments.data import Dataset
   from experiments.runner import Experiment
 
-__all__ = ["PINNED", "RunRecord", "describe", "environment", "environment_differences", "run_entry", "seed_summary", "seeds_entry", "write_json"]
+__all__ = ["PINNED", "RunRecord", "code_fingerprint", "describe", "environment", "environment_differences",
+           "read_json", "run_entry", "seed_summary", "seeds_entry", "write_json"]
 
 
 # The facts of ``environment()`` that decide a run's bits: --resume and replay refuse a change in one of them.
+# The code's git commit is recorded, not pinned (see code_fingerprint): only the sources' hash decides.
 PINNED = ("jax", "jaxlib", "flax", "optax", "jaxdrop", "mask_generator", "prng_impl", "threefry_partitionable",
-          "xla_flags", "backend", "device_kind", "device_count")
+          "xla_flags", "backend", "device_kind", "device_count", "source_sha256")
+
+# What ``source_sha256`` covers: the library and the experiments, the code that defines a run.
+SOURCES = "jaxdrop/**/*.py and experiments/*.py"
+GIT_TIMEOUT_S = 3.0
+
+
+def _source_roots() -> tuple[Path, Path]:
+  """The folders of the library and of the experiments this process imported."""
+  import experiments
+  import jaxdrop
+
+  return Path(jaxdrop.__file__).parent, Path(experiments.__file__).parent
+
+
+def _sources_sha256(library: Path, scripts: Path) -> str | None:
+  """The sha256 of ``library/**/*.py`` and ``scripts/*.py``, as ``jaxdrop/...`` and ``experiments/...``."""
+  files = [(f"jaxdrop/{p.relative_to(library).as_posix()}", p) for p in library.rglob("*.py")]
+  files += [(f"experiments/{p.name}", p) for p in scripts.glob("*.py")]
+  digest = hashlib.sha256()
+  try:
+    for name, path in sorted(files):
+      data = path.read_bytes()
+      digest.update(f"{name}\0{len(data)}\0".encode())  # the name and length: no two trees hash alike
+      digest.update(data)
+  except OSError:  # sources that cannot be read (a zipped install): nothing to fingerprint
+    return None
+  return digest.hexdigest()
+
+
+def _git(root: Path, *args: str) -> str | None:
+  """``git -C root ARGS``'s output; ``None`` without git, outside a repository, on an error or a timeout."""
+  try:
+    done = subprocess.run(["git", "-C", str(root), *args], check=False, capture_output=True, text=True,
+                          timeout=GIT_TIMEOUT_S, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+                          stdin=subprocess.DEVNULL)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return done.stdout if done.returncode == 0 else None
+
+
+@functools.cache
+def _code_fingerprint() -> tuple[tuple[str, Any], ...]:
+  library, scripts = _source_roots()
+  root = scripts.parent
+  commit = _git(root, "rev-parse", "--verify", "HEAD")
+  status = None if commit is None else _git(root, "status", "--porcelain", "--untracked-files=normal", "--",
+                                            "jaxdrop", "experiments")
+  return (("source_sha256", _sources_sha256(library, scripts)),
+          ("git_commit", None if commit is None else commit.strip()),
+          ("git_dirty", None if status is None else bool(status.strip())))
+
+
+def code_fingerprint() -> dict[str, Any]:
+  """The code this process runs: a hash of its source files, and the git commit they come from.
+
+  ``source_sha256`` is the sha256 over the library's and the experiments' source
+  files (:data:`SOURCES`: each one's path relative to its package's parent,
+  its length and its bytes, in sorted order). It is what decides the model a run
+  trains, so it is pinned (:data:`PINNED`): ``--resume`` and ``replay`` refuse
+  a change. ``git_commit`` (``HEAD`` of the repository holding the experiments)
+  and ``git_dirty`` (whether ``jaxdrop/`` or ``experiments/`` differ from it)
+  are recorded to tell a user which code a run had, and are not pinned: a
+  commit that leaves the sources as they were (documentation, tests, a rebase)
+  changes no bit, and a replay must not refuse it. Either is ``None`` where
+  there is no git, no repository, or git does not answer within
+  :data:`GIT_TIMEOUT_S` seconds.
+
+  Computed once per process, at the first call: the code a process runs is the
+  code it imported, whatever is edited afterwards.
+
+  Returns:
+    ``{"source_sha256": str | None, "git_commit": str | None, "git_dirty": bool | None}``.
+
+  Example::
+
+    >>> sorted(code_fingerprint())
+    ['git_commit', 'git_dirty', 'source_sha256']
+  """
+  return dict(_code_fingerprint())
 
 
 def environment() -> dict[str, Any]:
-  """Library versions, the random-number settings, the compiler flags and the devices of this process."""
+  """Library versions, random-number settings, compiler flags, devices and the code of this process.
+
+  The code is :func:`code_fingerprint`'s: the sources' hash (pinned) and their git commit (information).
+  """
   import flax
   import jaxlib
   import optax
@@ -55,13 +142,38 @@ def environment() -> dict[str, Any]:
       "device_kind": device.device_kind,
       "device_count": jax.device_count(),
       "machine": platform.machine(),
+      **code_fingerprint(),
   }
 
 
-def environment_differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-  """``"name: the run has A, now B"`` for each :data:`PINNED` fact that differs (absent in an old record: skipped)."""
-  return [f"{k}: the run has {recorded[k]!r}, now {now.get(k)!r}" for k in PINNED
-          if k in recorded and recorded[k] != now.get(k)]
+def _code_state(env: dict[str, Any]) -> str:
+  """``"git commit 0123456789ab, with uncommitted changes"``: what ``env``'s git facts say of its code."""
+  commit, dirty = env.get("git_commit"), env.get("git_dirty")
+  if not isinstance(commit, str):
+    return "no git commit recorded"
+  state = {True: "with uncommitted changes", False: "clean"}.get(dirty, "state unknown")
+  return f"git commit {commit[:12]}, {state}"
+
+
+def _difference(key: str, recorded: dict[str, Any], now: dict[str, Any]) -> str:
+  if key == "source_sha256":
+    short = lambda env: str(env.get(key))[:12]
+    return (f"{key} (the code, {SOURCES}, was edited): the run has {short(recorded)}"
+            f" ({_code_state(recorded)}), now {short(now)} ({_code_state(now)})")
+  return f"{key}: the run has {recorded[key]!r}, now {now.get(key)!r}"
+
+
+def environment_differences(recorded: Any, now: dict[str, Any]) -> list[str]:
+  """``"name: the run has A, now B"`` for each :data:`PINNED` fact that differs (one an old record lacks:
+  skipped).
+
+  A code difference says which git commit (and whether uncommitted changes) the run had and this process has.
+  A ``recorded`` that is not a dict (a damaged file) is one difference: nothing in it can be compared.
+  """
+  if not isinstance(recorded, dict):
+    return [(f"environment: the run recorded {type(recorded).__name__} {str(recorded)[:40]!r} instead of its"
+             " facts (a damaged file), so nothing can be compared")]
+  return [_difference(k, recorded, now) for k in PINNED if k in recorded and recorded[k] != now.get(k)]
 
 
 def _default(obj):
@@ -98,6 +210,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
   except BaseException:
     Path(tmp).unlink(missing_ok=True)
     raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  """The JSON value in ``path``.
+
+  Raises:
+    FileNotFoundError: ``path`` does not exist.
+    OSError: it cannot be read.
+    ValueError: it is not JSON, or is nested too deeply to parse (a hostile or
+      damaged file); the message is one line.
+  """
+  text = Path(path).read_text()
+  try:
+    return json.loads(text)
+  except RecursionError:
+    raise ValueError("its JSON is nested too deeply to be a jaxdrop file") from None
 
 
 def seeds_entry(name: str, seeds: list[int], entries: list[dict[str, Any]]) -> dict[str, Any]:

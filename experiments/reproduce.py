@@ -28,7 +28,7 @@ from experiments.registry import run_experiment
 from experiments.runner import Emit, epochs_for
 from jaxdrop import training
 
-__all__ = ["compare_dropout", "reproduce"]
+__all__ = ["PARTS", "compare_dropout", "reproduce"]
 
 # The MatConvNet network is the slow part on a CPU; the suite trains it briefly, and E8's transformer with
 # two blocks instead of three (compiling it is most of its time) and fewer epochs.
@@ -36,6 +36,8 @@ CONVNET_EPOCHS = 8
 VIT_EPOCHS = 12
 VIT_DEPTH = 2
 E8_DEFAULTS = E8Config()
+# The subfolders reproduce writes, in order: registered experiments' runs, and compare_dropout's "dropout".
+PARTS = ("e3", "dropout", "e7", "e6", "e8", "e9")
 
 
 def _mean_sd(values) -> str:
@@ -112,11 +114,11 @@ def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet:
   out_dir = Path(out_dir)
   started = time.perf_counter()
   records: dict[str, Any] = {}
-  for name, options in (("e3", {"seeds": seeds}), ("dropout", None), ("e7", {}),
-                        ("e6", {"convnet_epochs": CONVNET_EPOCHS}), ("e8", {"epochs": VIT_EPOCHS, "depth": VIT_DEPTH}),
-                        ("e9", {"seeds": seeds})):
+  for name in PARTS:
     emit(f"== {name}")
     sub = out_dir / name
+    options = {"e3": {"seeds": seeds}, "dropout": None, "e7": {}, "e6": {"convnet_epochs": CONVNET_EPOCHS},
+               "e8": {"epochs": VIT_EPOCHS, "depth": VIT_DEPTH}, "e9": {"seeds": seeds}}[name]
     if options is None:
       records[name] = compare_dropout(sub, seeds, emit, quiet)
       continue

@@ -179,3 +179,37 @@ def test_nan_loss_in_an_experiment_writes_a_failed_record(tmp_path):
     run_experiment("e3", tmp_path, lr=1e30, seeds=1, versions=("scratch",), lambdas=(0.0,))
   record = json.loads((tmp_path / "record.json").read_text())
   assert record["status"] == "failed" and "step" in record["error"]
+
+
+@pytest.mark.parametrize("content", ["garbage{{", "", "[]", "{}", '{"name": "mnist"}'],
+                         ids=["not JSON", "empty", "a list", "no name or version", "no version"])
+def test_damaged_tfds_metadata_is_corrupt_not_unprepared(tmp_path, monkeypatch, content):
+  folder = fake_prepared_mnist(tmp_path, b"garbage" * 20)
+  info = os.path.join(folder, "dataset_info.json")
+  with open(info, "w") as f:
+    f.write(content)
+
+  def no_network(timeout=3.0):
+    raise AssertionError("damaged metadata is not a reason to download")
+
+  monkeypatch.setattr(data, "network_reachable", no_network)
+  before = sorted(os.listdir(folder))
+  for attempt in (lambda: data.load_dataset("mnist", str(tmp_path), download=False),
+                  lambda: data.load_dataset("mnist", str(tmp_path), download=True),
+                  lambda: data.resolve_dataset("auto", "mnist", str(tmp_path))):  # no silent fall back to digits
+    with pytest.raises(DatasetCorruptError, match=f"metadata file {info} of mnist is damaged .*move"
+                       f" {tmp_path / 'mnist'} away and prepare it"):
+      attempt()
+  assert sorted(os.listdir(folder)) == before
+  with open(info) as f:
+    assert f.read() == content  # nothing rewritten
+
+
+def test_an_unfinished_tfds_preparation_is_not_taken_for_corrupt_data(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "network_reachable", lambda timeout=3.0: False)
+  unfinished = tmp_path / "mnist" / "incomplete.ABC123_3.0.1"  # tfds' own name while it prepares
+  unfinished.mkdir(parents=True)
+  (unfinished / "dataset_info.json").write_text("{")
+  with pytest.raises(DatasetUnavailableError, match="is not prepared in data_dir"):
+    data.load_dataset("mnist", str(tmp_path))
+  assert data.resolve_dataset("auto", "mnist", str(tmp_path)).name == "digits"

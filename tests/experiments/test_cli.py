@@ -66,3 +66,26 @@ def test_every_experiment_script_runs_on_its_own(script, tmp_path):
   out = subprocess.run([sys.executable, str(ROOT / "experiments" / script), "--help"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, check=True).stdout
   assert out.startswith(f"usage: python -m experiments run {name} ") and "--seed SEED" in out
+
+
+def test_default_out_names_do_not_collide_and_sort_by_time(tmp_path, monkeypatch):
+  import datetime
+  import types
+
+  monkeypatch.chdir(tmp_path)
+  first = cli.default_out("e3")
+  assert first.parent == Path("runs") and first.name.startswith("e3-20") and first.name.endswith(f"-{os.getpid()}")
+
+  class Frozen(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+      return datetime.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=tz)
+
+  monkeypatch.setattr(cli, "datetime", types.SimpleNamespace(datetime=Frozen, UTC=datetime.UTC))
+  same = cli.default_out("e3")
+  assert same.name == f"e3-20300102-030405.678901-{os.getpid()}"
+  monkeypatch.setattr(cli.os, "getpid", lambda: 4242)  # another process started in the same microsecond
+  assert cli.default_out("e3").name == "e3-20300102-030405.678901-4242"
+  (tmp_path / "runs" / "e3-20300102-030405.678901-4242").mkdir(parents=True)  # taken: the next name
+  assert cli.default_out("e3").name == "e3-20300102-030405.678901-4242-2"
+  assert sorted([str(first), str(same)]) == [str(first), str(same)]  # later names sort later

@@ -2,11 +2,18 @@
 
 import json
 import os
+import re
+import shutil
+from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
 
-from experiments.records import environment, param_sha256, write_json
+import experiments
+import jaxdrop
+from experiments import records
+from experiments.records import PINNED, environment, environment_differences, read_json, write_json
+from jaxdrop.training import param_sha256
 
 
 def test_param_hash_sees_values_dtypes_shapes_and_paths():
@@ -44,3 +51,51 @@ def test_environment_names_versions_and_device():
   env = environment()
   for key in ("jax", "jaxlib", "flax", "optax", "backend", "device_kind"):
     assert env[key]
+
+
+def test_read_json_refuses_deep_nesting_in_one_line(tmp_path):
+  (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+  with pytest.raises(ValueError, match="^its JSON is nested too deeply to be a jaxdrop file$"):
+    read_json(tmp_path / "deep.json")
+
+
+def test_a_damaged_environment_is_a_difference_not_a_pass():
+  for damaged in ([], ["jax"], "jax", None, 3):  # each once skipped the check ("jax" in "jax" is True, too)
+    (difference,) = environment_differences(damaged, environment())
+    assert difference.startswith("environment: the run recorded") and "(a damaged file)" in difference
+
+
+def test_the_source_hash_covers_the_library_and_the_experiments(tmp_path):
+  library, scripts = Path(jaxdrop.__file__).parent, Path(experiments.__file__).parent
+  ignore = shutil.ignore_patterns("__pycache__")
+  shutil.copytree(library, tmp_path / "jaxdrop", ignore=ignore)
+  shutil.copytree(scripts, tmp_path / "experiments", ignore=ignore)
+  fingerprint = lambda: records._sources_sha256(tmp_path / "jaxdrop", tmp_path / "experiments")
+  copied = fingerprint()
+  assert re.fullmatch("[0-9a-f]{64}", copied)
+  assert copied == records._sources_sha256(library, scripts)  # relative paths: the same code anywhere
+  models = tmp_path / "experiments" / "models.py"
+  original = models.read_text()
+  assert "nn.relu" in original
+  models.write_text(original.replace("nn.relu", "jnp.tanh", 1))  # the edit that once resumed silently
+  assert fingerprint() != copied
+  models.write_text(original)
+  assert fingerprint() == copied
+  (tmp_path / "jaxdrop" / "training" / "extra.py").write_text("")  # a new library module, however deep
+  assert fingerprint() != copied
+  (tmp_path / "jaxdrop" / "training" / "extra.py").unlink()
+  (tmp_path / "experiments" / "notes.md").write_text("not code")  # what the hash does not cover
+  (tmp_path / "experiments" / "sub").mkdir()
+  (tmp_path / "experiments" / "sub" / "x.py").write_text("")
+  assert fingerprint() == copied
+
+
+def test_the_code_fingerprint_is_recorded_with_its_commit_as_information(tmp_path, monkeypatch):
+  env = environment()
+  assert "source_sha256" in PINNED and {"git_commit", "git_dirty"}.isdisjoint(PINNED)
+  assert re.fullmatch("[0-9a-f]{64}", env["source_sha256"])
+  assert env["git_commit"] is None or (re.fullmatch("[0-9a-f]{40}", env["git_commit"])
+                                       and isinstance(env["git_dirty"], bool))
+  assert records._git(tmp_path, "rev-parse", "--verify", "HEAD") is None  # no repository: None, not an error
+  monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+  assert records._git(Path(experiments.__file__).parent, "rev-parse", "--verify", "HEAD") is None

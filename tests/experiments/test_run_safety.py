@@ -2,16 +2,19 @@
 folder, a shrinking --epochs, SIGTERM, a full disk, a missing platform."""
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from experiments import cli
-from experiments.run_folder import open_run_folder
+from experiments.run_folder import LOCK_FILE, MARKER_FILE, open_run_folder
 from jaxdrop.training import Checkpoints
 
 E2 = ["run", "e2", "--dataset", "digits", "--versions", "concise", "--hidden", "32", "--checkpoint-every", "4",
@@ -31,8 +34,6 @@ def finished(tmp_path_factory):
 
 
 def copy_of(finished, tmp_path):
-  import shutil
-
   shutil.copytree(finished, tmp_path / "run")
   return tmp_path / "run"
 
@@ -134,3 +135,100 @@ def test_sigterm_is_handled_as_ctrl_c_and_the_run_resumes(tmp_path):
   resumed = subprocess.run([*argv[:-4], "--epochs", "3", "--out", str(out), "--resume"], capture_output=True,
                            text=True)
   assert resumed.returncode == 0 and "resuming from the checkpoint at step" in resumed.stdout, resumed.stderr
+
+
+def tree(folder):
+  """Every path below ``folder`` with its bytes (a link: what it points to), never following a link."""
+  found = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      found[os.path.relpath(path, folder)] = (f"-> {os.readlink(path)}" if os.path.islink(path) else
+                                              None if os.path.isdir(path) else Path(path).read_bytes())
+  return found
+
+
+def one_line(err):
+  return len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_linked_lock_is_never_written_through_by_run_resume_overwrite_or_replay(finished, tmp_path, capsys):
+  out = copy_of(finished, tmp_path)
+  precious = tmp_path / "precious.txt"
+  precious.write_bytes(b"the thesis\n")
+  (out / LOCK_FILE).unlink()
+  (out / LOCK_FILE).symlink_to(precious)
+  before = tree(out)
+  for flags in ([], ["--resume"], ["--overwrite"]):
+    assert cli.main([*E2, "--epochs", "2", "--out", str(out), *flags]) == 1
+    err = capsys.readouterr().err
+    assert "is a symbolic link to" in err and "remove it" in err and one_line(err)
+  (tmp_path / "replayed").mkdir()
+  (tmp_path / "replayed" / LOCK_FILE).symlink_to(precious)
+  assert cli.main(["replay", str(finished), "--out", str(tmp_path / "replayed"), "--quiet"]) == 1
+  err = capsys.readouterr().err
+  assert "is a symbolic link to" in err and one_line(err)
+  assert precious.read_bytes() == b"the thesis\n" and tree(out) == before
+  assert sorted(os.listdir(tmp_path / "replayed")) == [LOCK_FILE]
+
+
+def test_a_nested_run_is_refused_and_one_made_before_survives_overwrite(finished, tmp_path, capsys, caplog):
+  out = copy_of(finished, tmp_path)
+  assert cli.main([*E2, "--epochs", "2", "--out", str(out / "checkpoints" / "inner")]) == 1
+  err = capsys.readouterr().err
+  assert f"is inside the run folder {out}" in err and one_line(err)
+  assert not (out / "checkpoints" / "inner").exists()
+  shutil.copytree(finished, out / "checkpoints" / "inner")  # as a run nested before the check could be
+  inner = tree(out / "checkpoints" / "inner")
+  old_record = (out / "record.json").read_bytes()
+  with caplog.at_level(logging.WARNING, logger="jaxdrop"):
+    assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--overwrite"]) == 0
+  assert tree(out / "checkpoints" / "inner") == inner  # marker, lock, record, checkpoints: byte for byte
+  assert "checkpoints/inner (another run's folder)" in caplog.text
+  assert (out / "record.json").read_bytes() != old_record and record(out)["status"] == "ok"
+
+
+@pytest.mark.parametrize("marker", ["[]", '{"kind": "e2", "options": "abc"}',
+                                    '{"kind": "e2", "environment": 3}', "[" * 100_000 + "]" * 100_000])
+def test_a_damaged_marker_is_one_line_naming_it(finished, tmp_path, capsys, marker):
+  out = copy_of(finished, tmp_path)
+  (out / MARKER_FILE).write_text(marker)
+  before = tree(out)
+  for flags in ([], ["--resume"], ["--overwrite"]):
+    assert cli.main([*E2, "--epochs", "2", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"the marker {out / MARKER_FILE}" in err and "choose another --out" in err and one_line(err)
+  assert tree(out) == before
+
+
+def test_an_out_name_too_long_is_one_line_naming_out(tmp_path, capsys):
+  assert cli.main([*E2, "--epochs", "1", "--out", str(tmp_path / ("x" * 300) / "run")]) == 2
+  err = capsys.readouterr().err
+  assert "--out" in err and "longer than the file system allows" in err and one_line(err)
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_a_checkpoint_folder_belongs_is_one_line_and_stays(finished, tmp_path, capsys):
+  out = copy_of(finished, tmp_path)
+  shutil.rmtree(out / "checkpoints" / "concise")
+  (out / "checkpoints" / "concise").write_text("someone's file")
+  assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume"]) == 1
+  err = capsys.readouterr().err
+  assert "concise is a file, not a folder" in err and one_line(err)
+  assert (out / "checkpoints" / "concise").read_text() == "someone's file"
+
+
+def test_a_corrupt_step_is_moved_aside_past_a_file_in_the_way_and_the_run_resumes(finished, tmp_path, capsys):
+  from tests.jaxdrop.training.test_checkpoints import corrupt_arrays
+
+  out = copy_of(finished, tmp_path)
+  ckpt = out / "checkpoints" / "concise"
+  last = Checkpoints(ckpt).steps()[-1]
+  corrupt_arrays(ckpt / str(last))
+  (out / "checkpoints" / "concise.corrupt").write_text("someone's file")
+  assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume"]) == 0
+  err = capsys.readouterr().err
+  assert "Traceback" not in err and "Event loop is closed" not in err
+  assert (out / "checkpoints" / "concise.corrupt").read_text() == "someone's file"
+  assert (out / "checkpoints" / "concise.corrupt-1" / str(last) / "state").is_dir()
+  assert record(out)["runs"][0]["param_sha256"] == record(finished)["runs"][0]["param_sha256"]

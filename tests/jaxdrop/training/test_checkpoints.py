@@ -15,6 +15,7 @@ import pytest
 import jaxdrop
 from jaxdrop import training
 from jaxdrop.training import CheckpointError, CheckpointMismatchError, Checkpoints, param_sha256
+from jaxdrop.training._checkpoints import FILES, _write_file_list
 from tests.jaxdrop.training.test_fit import MODEL, TASK, init_params, toy_data
 
 KW = dict(epochs=3, batch_size=16, seed=0, quiet=True)  # 7 steps an epoch, 21 in all
@@ -118,6 +119,7 @@ def test_a_changed_momentum_buffer_is_corruption_not_a_different_result(referenc
     shutil.rmtree(state_dir)
     checkpointer.save(state_dir, tampered)
     checkpointer.wait_until_finished()
+  _write_file_list(state_dir.parent)  # files that match their list: only the state's own hash can tell
   with caplog.at_level(logging.WARNING, logger="jaxdrop"):
     result = training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
   assert "train state does not match the hash" in caplog.text
@@ -209,3 +211,169 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoints(tmp_path):
     training.fit(TASK, init_params(MODEL, 0, toy.x_train), jaxdrop.sgd(0.1), toy, epochs=1, batch_size=16, seed=0,
                quiet=True, shuffle=False, checkpoints=ckpt)
   assert ckpt.steps() == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def saved(reference, tmp_path_factory):
+  """Checkpoints at steps 15, 20 and 21 of the reference run (copied by each test that changes them)."""
+  data, params, _ = reference
+  directory = tmp_path_factory.mktemp("saved") / "c"
+  training.fit(TASK, params, tx(), data, checkpoints=checkpointed(directory), **KW)
+  return directory
+
+
+def copy_of(saved, tmp_path):
+  import shutil
+
+  shutil.copytree(saved, tmp_path / "c", symlinks=True)
+  return tmp_path / "c"
+
+
+def target_state(reference):
+  _, params, _ = reference
+  return training.TrainState.create(apply_fn=TASK.apply, params=params, tx=tx())
+
+
+def files_below(folder):
+  """Every path below ``folder`` with its bytes (a link: what it points to), never following a link."""
+  found = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      found[os.path.relpath(path, folder)] = (f"-> {os.readlink(path)}" if os.path.islink(path) else
+                                              None if os.path.isdir(path) else open_bytes(path))
+  return found
+
+
+def open_bytes(path):
+  with open(path, "rb") as f:
+    return f.read()
+
+
+@pytest.fixture
+def orbax_reads(monkeypatch):
+  """``(step, items)`` of every restore orbax is asked for."""
+  import orbax.checkpoint as ocp
+
+  calls = []
+  original = ocp.CheckpointManager.restore
+
+  def spy(self, step, *args, **kwargs):
+    calls.append((step, tuple(sorted(kwargs["args"].keys()))))
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", spy)
+  return calls
+
+
+def edit_meta(step_dir, edit):
+  path = step_dir / "meta" / "metadata"
+  meta = json.loads(path.read_text())
+  edit(meta)
+  path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("flip", ["fingerprint", "shapes"])
+def test_a_flipped_bit_in_the_fingerprint_or_shapes_is_corruption_not_another_configuration(
+    saved, reference, tmp_path, caplog, flip):
+  directory = copy_of(saved, tmp_path)
+
+  def flipped(meta):  # one bit: "0.1" -> "0.0" (0x31 -> 0x30), or a dimension 32 -> 33
+    if flip == "fingerprint":
+      meta["fingerprint"]["lr"] = 0.0
+    else:
+      key = next(k for k, shape in meta["shapes"].items() if 32 in shape)
+      meta["shapes"][key] = [33 if d == 32 else d for d in meta["shapes"][key]]
+
+  edit_meta(directory / "21", flipped)
+  with caplog.at_level(logging.WARNING, logger="jaxdrop"):
+    state, _ = checkpointed(directory).restore_latest(target_state(reference))
+  assert int(state.step) == 20 and "meta item does not match the hash saved with it" in caplog.text
+  assert (tmp_path / "c.corrupt" / "21" / "meta").is_dir()  # moved aside, kept
+
+
+def test_a_checkpoint_saved_before_the_meta_hash_and_file_list_reads_as_before(saved, reference, tmp_path):
+  directory = copy_of(saved, tmp_path)
+  expected, expected_progress = checkpointed(saved).restore_latest(target_state(reference))
+  for step in (15, 20, 21):
+    edit_meta(directory / str(step), lambda meta: meta.pop("meta_sha256"))
+    (directory / str(step) / FILES).unlink()
+  state, progress = checkpointed(directory).restore_latest(target_state(reference))
+  assert int(state.step) == 21 and progress == expected_progress
+  assert param_sha256(state) == param_sha256(expected)  # the same files read: bitwise the same state
+  edit_meta(directory / "21", lambda meta: meta["fingerprint"].update(lr=0.2))  # no hash to tell: as before
+  with pytest.raises(CheckpointMismatchError, match="lr: checkpoint 0.2, now 0.1"):
+    checkpointed(directory).restore_latest(target_state(reference))
+
+
+def test_a_damaged_state_file_is_found_before_orbax_reads_it(saved, reference, tmp_path, caplog, orbax_reads):
+  directory = copy_of(saved, tmp_path)
+  corrupt_arrays(directory / "21")
+  with caplog.at_level(logging.WARNING, logger="jaxdrop"):
+    state, _ = checkpointed(directory).restore_latest(target_state(reference))
+  assert int(state.step) == 20 and "is not the one saved" in caplog.text
+  # Orbax only ever read step 21's small meta item: no read of its arrays failed half-way, so none of
+  # tensorstore's other reads could call back into a closed event loop (the "Event loop is closed" tracebacks).
+  assert (21, ("state",)) not in orbax_reads and (20, ("state",)) in orbax_reads
+
+
+@pytest.mark.parametrize("what", ["link to a step", "link to garbage", "file"])
+def test_a_link_or_a_file_where_a_step_belongs_is_moved_aside_unopened(saved, reference, tmp_path, caplog,
+                                                                      orbax_reads, what):
+  import shutil
+
+  directory = copy_of(saved, tmp_path)
+  elsewhere = tmp_path / "elsewhere"
+  shutil.move(directory / "21", elsewhere)
+  if what == "link to garbage":
+    shutil.rmtree(elsewhere / "state")
+  if what == "file":
+    (directory / "21").write_text("not a step")
+  else:
+    (directory / "21").symlink_to(elsewhere)
+  before = files_below(elsewhere)
+  data, params, ref = reference
+  with caplog.at_level(logging.WARNING, logger="jaxdrop"):
+    result = training.fit(TASK, params, tx(), data, checkpoints=checkpointed(directory), resume=True, **KW)
+  assert result.execution["resumed_from_step"] == 20 and not [c for c in orbax_reads if c[0] == 21]
+  assert "step 21" in caplog.text and ("symbolic link" in caplog.text or "a file, not a step" in caplog.text)
+  moved = tmp_path / "c.corrupt" / "21"
+  assert moved.is_symlink() if what != "file" else moved.read_text() == "not a step"
+  assert files_below(elsewhere) == before  # never written, never deleted through the link
+  assert (directory / "21").is_dir() and not (directory / "21").is_symlink()  # saved again, as a folder
+  assert param_sha256(result.state.params) == param_sha256(ref.state.params)
+
+
+def test_a_file_where_the_quarantine_folder_belongs_stays_and_another_name_is_taken(saved, reference,
+                                                                                     tmp_path):
+  directory = copy_of(saved, tmp_path)
+  (tmp_path / "c.corrupt").write_text("someone's file")
+  (tmp_path / "c.corrupt-1").symlink_to(tmp_path)  # a link is not a folder of its own either
+  for step in (21, 20, 15):
+    corrupt_arrays(directory / str(step))
+  with pytest.raises(CheckpointError, match=r"no readable checkpoint left .* \[21, 20, 15\] .* to .*c\.corrupt-2"):
+    checkpointed(directory).restore_latest(target_state(reference))
+  assert (tmp_path / "c.corrupt").read_text() == "someone's file" and (tmp_path / "c.corrupt-1").is_symlink()
+  assert sorted(p.name for p in (tmp_path / "c.corrupt-2").iterdir()) == ["15", "20", "21"]
+  with pytest.raises(CheckpointError, match="no readable checkpoint left"):  # and again: never from step 0
+    checkpointed(directory).restore_latest(target_state(reference))
+
+
+@pytest.mark.parametrize("where", ["the folder", "a folder above it", "a link to nothing"])
+def test_a_file_where_the_checkpoint_folder_belongs_is_one_line_and_stays(reference, tmp_path, where):
+  blocker = tmp_path / "c"
+  if where == "a link to nothing":
+    blocker.symlink_to(tmp_path / "nowhere")
+  else:
+    blocker.write_text("someone's file")
+  ckpt = checkpointed(blocker if where != "a folder above it" else blocker / "run")
+  message = (r"c is a file, not a folder, so the checkpoints of Checkpoints\(directory=.*\) cannot be kept"
+             r" there; move it away, or give Checkpoints another directory\.$")
+  if where == "a link to nothing":
+    message = r"c is a symbolic link to .*nowhere, which does not exist, not a folder"
+  for call in (ckpt.steps, lambda: ckpt.restore_latest(target_state(reference)),
+               lambda: ckpt.save(target_state(reference), {"epoch": 1})):
+    with pytest.raises(CheckpointError, match=message):
+      call()
+  assert blocker.is_symlink() or blocker.read_text() == "someone's file"
+  assert not (tmp_path / "nowhere").exists() and not (tmp_path / "c.corrupt").exists()
