@@ -19,6 +19,14 @@ they keep.
 Layout: for ``n`` elements and ``k`` lanes a word, ``m = ceil(n / k)`` words are
 drawn and element ``i`` (row-major) uses lane ``i // m`` of word ``i % m``.
 
+Element indices are ``uint32``, or ``uint64`` for more than ``2**32`` elements;
+both widths give the same words for the same elements. Shapes may be symbolic
+(``jax.export`` with ``jax.export.symbolic_shape("b, 784")``): sizes, strides
+and word counts are then computed in the exported program, with 64-bit indices
+unless the shape's constraints prove at most ``2**32`` elements (e.g.
+``symbolic_shape("b, 784", constraints=("b <= 65536",))``), so an exported
+function draws, for each concrete shape, the mask of that shape.
+
 Partitioning: every element computes its word from its own global index
 (``broadcasted_iota`` along each axis), never by reshaping a flat stream, so
 XLA's partitioners (Shardy, JAX's default, and GSPMD) split the generator like
@@ -46,7 +54,7 @@ import jax
 import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax import export, lax
 from jax.custom_batching import custom_vmap
 
 __all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "lane_threshold", "random_words", "realized_probability"]
@@ -108,13 +116,35 @@ def _philox(k0, k1, x0, x1, x2, x3) -> tuple[jax.Array, ...]:
   return x0, x1, x2, x3
 
 
+def _dim(size, dtype) -> jax.Array:
+  """A (possibly symbolic) dimension size as an integer scalar of ``dtype``."""
+  if not export.is_symbolic_dim(size):
+    return dtype.type(size)
+  return lax.convert_element_type(jnp.asarray(size), dtype)
+
+
+def _greater_than_one(size) -> bool:
+  """Whether an axis of ``size`` may hold more than one element (a symbolic size may)."""
+  return export.is_symbolic_dim(size) or size > 1
+
+
+def _needs_64_bits(size) -> bool:
+  """Whether ``size`` elements may need 64-bit indices: above :data:`_WIDE_ABOVE`, or a symbolic size that
+  cannot be proven at most that (``jax.export.symbolic_shape``'s constraints can prove it). Either index width
+  gives the same words for the same elements: only the arithmetic that computes them differs."""
+  try:
+    return bool(size > _WIDE_ABOVE)
+  except jax.errors.InconclusiveDimensionOperation:
+    return True
+
+
 def _flat_index(shape: tuple[int, ...], dtype) -> jax.Array:
   """The row-major index of every element of an array of ``shape``, elementwise (partitionable)."""
   index = jnp.zeros((), dtype)
   stride = 1
   for axis in reversed(range(len(shape))):
-    if shape[axis] > 1:
-      index = index + lax.broadcasted_iota(dtype, shape, axis) * dtype.type(stride)
+    if _greater_than_one(shape[axis]):
+      index = index + lax.broadcasted_iota(dtype, shape, axis) * _dim(stride, dtype)
     stride *= shape[axis]
   return jnp.broadcast_to(index, shape)
 
@@ -122,20 +152,25 @@ def _flat_index(shape: tuple[int, ...], dtype) -> jax.Array:
 def _counters(shape: tuple[int, ...], lanes_per_word: int):
   """Each element's word counter ``(hi, lo)`` and lane number, in the layout above."""
   size = math.prod(shape)
-  count = -(-size // lanes_per_word)
-  wide = size > _WIDE_ABOVE  # indices need 64 bits
+  count = _words_for(size, lanes_per_word)
+  wide = _needs_64_bits(size)
   with _wide(wide):
     dtype = _U64 if wide else _U32
     index = _flat_index(shape, dtype)
     lane = jnp.zeros((), dtype)
     for t in range(1, lanes_per_word):
-      lane = lane + (index >= dtype.type(t * count)).astype(dtype)
-    word = index - lane * dtype.type(count)
+      lane = lane + (index >= _dim(t * count, dtype)).astype(dtype)
+    word = index - lane * _dim(count, dtype)
     if not wide:
       return jnp.zeros((), _U32), word, lane
     hi = lax.convert_element_type(lax.shift_right_logical(word, _U64.type(32)), _U32)
     lo = lax.convert_element_type(word & _U64.type(0xFFFFFFFF), _U32)
     return hi, lo, lax.convert_element_type(lane, _U32)
+
+
+def _words_for(size, lanes_per_word: int):
+  """``ceil(size / lanes_per_word)``: the words that ``size`` lanes take (symbolic for a symbolic size)."""
+  return -(-size // lanes_per_word)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -189,7 +224,7 @@ def _lanes_flat(seed, shape, bits, materialize: bool):
   On XLA:CPU, with ``materialize``, the words are computed once into memory.
   """
   size, lanes_per_word = math.prod(shape), 32 // bits
-  count = -(-size // lanes_per_word)
+  count = _words_for(size, lanes_per_word)
   if lanes_per_word == 1:
     return random_words(seed, shape)
   if materialize:

@@ -16,6 +16,7 @@ learned rate.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -23,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdrop import _bits, _checks
-from jaxdrop._masked import _in_forward_mode
 
 __all__ = ["concrete_dropout", "concrete_dropout_regularizer"]
 
@@ -43,22 +43,37 @@ def _relaxed(seed, x, rate, temperature):
   return (x.astype(dtype) * (1 - drop) / (1 - p)).astype(x.dtype)
 
 
-@jax.custom_vjp
+# The rate is learned, so the tangent is the whole of _relaxed's (in x, rate and temperature). As in
+# jaxdrop._masked: a custom_jvp whose primal is _relaxed and whose tangent is rematerialized (saving
+# nothing) and one custom_jvp call, so that reverse mode keeps (seed, x, rate, temperature) and draws the
+# noise again from the seed in the backward pass instead of storing it, whatever an enclosing
+# jax.checkpoint's policy saves.
+
+
+@jax.custom_jvp
 def _relaxed_key_only(seed, x, rate, temperature):
   return _relaxed(seed, x, rate, temperature)
 
 
-def _fwd(seed, x, rate, temperature):
-  return _relaxed(seed, x, rate, temperature), (seed, x, rate, temperature)
+@_relaxed_key_only.defjvp
+def _relaxed_key_only_jvp(primals, tangents):
+  seed, x, rate, temperature = primals
+  return _relaxed(seed, x, rate, temperature), _relaxed_tangent(seed, x, rate, temperature, *tangents[1:])
 
 
-def _bwd(residuals, g):
-  seed, x, rate, temperature = residuals  # the noise is drawn again from the seed: no mask is stored
-  _, vjp = jax.vjp(lambda x, rate, temperature: _relaxed(seed, x, rate, temperature), x, rate, temperature)
-  return (np.zeros(np.shape(seed), jax.dtypes.float0), *vjp(g))
+@functools.partial(jax.checkpoint, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
+def _relaxed_tangent(seed, x, rate, temperature, x_dot, rate_dot, temperature_dot):
+  return _relaxed_linear(seed, x, rate, temperature, x_dot, rate_dot, temperature_dot)
 
 
-_relaxed_key_only.defvjp(_fwd, _bwd)
+def _relaxed_jvp(seed, x, rate, temperature, x_dot, rate_dot, temperature_dot):
+  """The tangent of :func:`_relaxed`, linear in the dotted arguments."""
+  relaxed = lambda x, rate, temperature: _relaxed(seed, x, rate, temperature)
+  return jax.jvp(relaxed, (x, rate, temperature), (x_dot, rate_dot, temperature_dot))[1]
+
+
+_relaxed_linear = jax.custom_jvp(_relaxed_jvp)
+_relaxed_linear.defjvp(lambda primals, tangents: jax.jvp(_relaxed_jvp, primals, tangents))  # second order
 
 
 def concrete_dropout(
@@ -108,8 +123,6 @@ def concrete_dropout(
   if jnp.ndim(rate) and not _broadcasts(jnp.shape(rate), x.shape):
     raise ValueError(f"rate of shape {jnp.shape(rate)} does not broadcast to x's shape {x.shape}.")
   seed = _bits.derive_seed(key)
-  if _in_forward_mode(x) or _in_forward_mode(rate):
-    return _relaxed(seed, x, rate, temperature)
   return _relaxed_key_only(seed, x, rate, temperature)
 
 

@@ -61,7 +61,10 @@ def dropout(
   The mask is applied with ``jnp.where``, so an ``inf`` or ``NaN`` in a dropped
   element does not leak. Dropped elements get a zero gradient and survivors'
   gradients are multiplied by the same scale. The backward pass regenerates the
-  mask from the key instead of storing it.
+  mask from the key instead of storing it. Forward mode (``jax.jvp``,
+  ``jax.linearize``, ``jax.jacfwd``, ``jax.hessian``) works as well, also through
+  ``jit``, ``checkpoint``, ``scan`` and ``cond``, and so does ``jax.export`` with a
+  symbolic batch dimension.
 
   Precision: with the default 16-bit mask the realized drop probability is
   ``1 - round((1 - rate) * 2**16) / 2**16``, within ``2**-17`` of ``rate``, and

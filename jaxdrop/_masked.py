@@ -1,19 +1,36 @@
 """The one kernel behind every mask-based variant: ``where(mask, x * scale + shift, fill)``,
 and the dropout on checked arguments that the variants share (:func:`masked_dropout`).
 
-Its ``custom_vjp`` keeps the mask generator's seed (8 bytes) as the only
-residual and regenerates the mask in the backward pass, so no mask is stored
-between the forward and backward passes. The gradient is
-``where(mask, g * scale, 0)`` whichever way the mask is obtained, so it is
-bitwise the same as differentiating the stored-mask version
-(:func:`masked_affine_stored`, kept for tests and benchmarks).
+Differentiation keeps the mask generator's seed (8 bytes), the threshold and
+the scale as the only residuals, and regenerates the mask in the backward pass,
+so no mask is stored between the forward and backward passes. The kernel is a
+``jax.custom_jvp``:
 
-Forward mode (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which a
-``custom_vjp`` does not support, is detected from the input's tracers and
-takes the stored-mask formulation, whose plain autodiff supports every mode
-(and gives the same values). One case cannot be detected: ``jax.jvp`` of a
-function that was ``jax.jit``-compiled before the ``jvp`` (jit inside jvp); put
-the ``jit`` outside (``jax.jit(jax.jvp(...))``) there.
+* its primal rule (no differentiation) is the fast forward pass, with the
+  random words materialized on CPU;
+* its JVP rule returns the primal (hashing the words inside the fusion) and the
+  tangent ``where(mask, t, 0) * scale``, linear in ``t``, computed by a function
+  of ``(seed, threshold, scale, t)`` that is rematerialized (``jax.checkpoint``,
+  saving nothing) and is itself one ``custom_jvp`` call (its own tangent). Under
+  ``jax.linearize``, ``jax.vjp`` and ``jax.grad``, partial evaluation therefore
+  cannot hoist the mask out of it into the forward pass: the residuals are its
+  scalar inputs, and the transpose ``where(mask, g * scale, 0)`` regenerates the
+  mask from the seed, also under an enclosing ``jax.checkpoint`` whatever its
+  policy.
+
+For a finite scale the gradient is bitwise the one of differentiating the
+stored-mask version (:func:`masked_affine_stored`, kept for tests and
+benchmarks); for the NaN scale of an invalid traced rate it is NaN on the kept
+elements and 0 on the dropped ones, as before (plain autodiff of the stored-mask
+version gives NaN everywhere). The compiled programs (forward, and forward and
+backward) are, operation for operation, those of the ``custom_vjp`` that this
+kernel replaced. Every mode of differentiation works: ``jax.jvp``,
+``jax.linearize``, ``jax.vjp``/``jax.grad``, ``jax.jacfwd``, ``jax.jacrev``,
+``jax.hessian``, also through ``jax.jit`` (before or after the transformation),
+``jax.checkpoint``, ``lax.scan``, ``lax.cond`` and ``jax.vmap``. The kernel is not
+differentiable with respect to ``scale``, ``shift`` or ``fill`` (their tangents
+are ignored: a traced rate gets a zero gradient). Concrete dropout, whose rate
+is differentiable, follows the same design (``jaxdrop._concrete_dropout``).
 
 Memory: outside differentiation the random words are materialized on CPU
 (faster, a transient ``bits / 8`` bytes per element); under differentiation
@@ -72,26 +89,47 @@ def masked_affine_stored(seed, x, threshold, scale, shift=None, fill=None, *, ma
   return _select(mask, x, scale, shift, fill)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(6, 7))
 def _masked_affine(seed, x, threshold, scale, shift, fill, mask_shape, bits):
   return masked_affine_stored(seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits)
 
 
-def _masked_affine_fwd(seed, x, threshold, scale, shift, fill, mask_shape, bits):
+@_masked_affine.defjvp
+def _masked_affine_jvp(mask_shape, bits, primals, tangents):
+  seed, x, threshold, scale, shift, fill = primals
   y = masked_affine_stored(
       seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits, materialize=False
   )
-  return y, (seed, threshold, scale)
+  return y, _masked_tangent(seed, threshold, scale, tangents[1], mask_shape, bits)
 
 
-def _masked_affine_bwd(mask_shape, bits, residuals, g):
-  seed, threshold, scale = residuals
+@functools.partial(jax.checkpoint, static_argnums=(4, 5), prevent_cse=False,
+                   policy=jax.checkpoint_policies.nothing_saveable)
+def _masked_tangent(seed, threshold, scale, t, mask_shape, bits):
+  """The kernel's tangent, rematerialized: linearization keeps ``(seed, threshold, scale)``, not the mask.
+
+  (``prevent_cse=False``: the compiled programs stay those of the ``custom_vjp`` this replaced, which had no
+  barrier either.)
+  """
+  return _masked_linear(seed, threshold, scale, t, mask_shape, bits)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _masked_linear(seed, threshold, scale, t, mask_shape, bits):
+  """``where(mask, t, 0) * scale``: linear in ``t``; its transpose is ``where(mask, g * scale, 0)``.
+
+  A ``custom_jvp`` (whose tangent is itself), so that partial evaluation, which stages a ``custom_jvp`` call
+  with unknown inputs whole, never splits it, whatever an enclosing ``jax.checkpoint``'s policy saves.
+  """
   mask = bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=False)
-  gx = _select(mask, g, scale, None, None)
-  return None, gx, None, None, None, None
+  return _affine(jnp.where(jnp.broadcast_to(mask, t.shape), t, jnp.zeros((), t.dtype)), scale, None)
 
 
-_masked_affine.defvjp(_masked_affine_fwd, _masked_affine_bwd)
+@_masked_linear.defjvp
+def _masked_linear_jvp(mask_shape, bits, primals, tangents):
+  seed, threshold, scale, t = primals
+  return (_masked_linear(seed, threshold, scale, t, mask_shape, bits),
+          _masked_linear(seed, threshold, scale, tangents[3], mask_shape, bits))
 
 
 def masked_affine(seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits):
@@ -112,30 +150,7 @@ def masked_affine(seed, x, threshold, scale, shift=None, fill=None, *, mask_shap
     ``shift`` or ``fill`` (their cotangents are zero).
   """
   threshold = jnp.asarray(np.uint32(threshold) if isinstance(threshold, int) else threshold, jnp.uint32)
-  if _in_forward_mode(x):
-    return masked_affine_stored(seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits,
-                                materialize=False)
   return _masked_affine(seed, x, threshold, scale, shift, fill, mask_shape, bits)
-
-
-def _in_forward_mode(x) -> bool:
-  """Whether ``x`` carries a forward-mode tangent (``jax.jvp``) at any level of its trace stack.
-
-  Walks the tracers' private ``primal``/``val`` links (jax's ``JVPTracer``,
-  ``LinearizeTracer``, ``BatchTracer``); where jax changes them, it answers
-  ``False`` and the custom_vjp path (and jax's own error) applies.
-  """
-  try:
-    from jax._src.interpreters.ad import JVPTracer
-  except ImportError:  # pragma: no cover - a jax without it
-    return False
-  for _ in range(32):
-    if isinstance(x, JVPTracer):
-      return True
-    if not isinstance(x, jax.core.Tracer):
-      return False
-    x = getattr(x, "primal", None) if hasattr(x, "primal") else getattr(x, "val", None)
-  return False
 
 
 # --- the dropout kernel that the variants share, on checked arguments ---

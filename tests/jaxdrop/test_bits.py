@@ -57,8 +57,9 @@ def test_cpu_materialized_words_equal_plain_words_also_under_vmap():
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
 def test_fused_and_materialized_masks_are_bitwise_equal(bits, one_device):
-  # The forward pass materializes the words on CPU, the custom_vjp passes hash
-  # them inside their fusions: both must give the same mask.
+  # The forward pass materializes the words on CPU, the differentiated passes
+  # (the custom_jvp's primal and its tangent) hash them inside their fusions:
+  # both must give the same mask.
   seeds = jax.vmap(_bits.derive_seed)(jax.random.split(jax.random.key(9), 3))
   threshold = 2**bits // 5 if bits < 32 else 2**32 // 5
 

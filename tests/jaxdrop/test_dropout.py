@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxdrop
+from jaxdrop import _bits
 from jaxdrop._masked import masked_affine, masked_affine_stored
 from tests._asserts import assert_trees_equal
 
@@ -154,16 +155,31 @@ def test_gradient_is_zero_on_dropped_and_scale_on_kept(bits):
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
-@pytest.mark.parametrize("affine", [False, True], ids=["scale", "alpha-style affine"])
+@pytest.mark.parametrize("affine", ["scale", "alpha-style affine", "invalid traced rate"])
 def test_key_only_residual_gradient_equals_stored_mask_gradient_bitwise(bits, affine):
+  # Both gradients are where(mask, g * scale, 0): equal by construction. For the NaN scale of an invalid
+  # traced rate the kernel's is NaN on the kept elements and 0 on the dropped ones (plain autodiff of the
+  # stored-mask version multiplies after the select: NaN everywhere).
   seed = jax.random.bits(key(20), (2,), jnp.uint32)
   x = jax.random.normal(key(21), (8, 300), jnp.bfloat16)
   args = (jnp.uint32(int(0.6 * 2**bits)), jnp.float32(1 / 0.6))
-  if affine:  # what alpha dropout passes: survivors a*x + b, dropped units a fill value
+  if affine == "alpha-style affine":  # alpha dropout's: survivors a*x + b, dropped units a fill value
     args += (jnp.float32(0.25), jnp.float32(-1.7))
+  if affine == "invalid traced rate":  # what seeded_dropout passes for one: NaN scale and fill
+    args = (args[0], jnp.float32(jnp.nan), None, jnp.float32(jnp.nan))
   kw = dict(mask_shape=(8, 300), bits=bits)
-  loss = lambda f: (lambda v: jnp.sum((f(seed, v, *args, **kw) * v).astype(jnp.float32)))
-  assert_trees_equal(jax.grad(loss(masked_affine))(x), jax.grad(loss(masked_affine_stored))(x))
+  weight = jnp.cos(x) if affine == "invalid traced rate" else None  # the output itself is NaN there
+  factor = lambda v: v if weight is None else weight
+  loss = lambda f: (lambda v: jnp.sum((f(seed, v, *args, **kw) * factor(v)).astype(jnp.float32)))
+  grad = jax.grad(loss(masked_affine))(x)
+  if weight is None:
+    assert_trees_equal(grad, jax.grad(loss(masked_affine_stored))(x))
+  else:
+    mask = np.asarray(_bits.bernoulli_lanes(seed, (8, 300), args[0], bits))
+    grad = np.asarray(grad, np.float32)
+    np.testing.assert_array_equal(np.isnan(grad), mask)
+    np.testing.assert_array_equal(grad[~mask], 0)
+    assert 0 < mask.sum() < mask.size
 
 
 def test_backward_does_not_keep_the_mask():
