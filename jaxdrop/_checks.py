@@ -22,6 +22,7 @@ __all__ = [
     "check_mask_bits",
     "check_mode",
     "check_rate",
+    "check_scalar",
     "is_concrete",
 ]
 
@@ -94,10 +95,61 @@ def concrete_scalar(value: Any) -> float | None:
     return None
   if isinstance(value, (numbers.Real, np.number)):
     return float(value)
-  if isinstance(value, (np.ndarray, jax.Array)) and is_concrete(value) and np.ndim(value) == 0:
-    if np.issubdtype(np.dtype(value.dtype), np.number) and not np.iscomplexobj(value):
-      return float(value)
+  if (isinstance(value, (np.ndarray, jax.Array)) and is_concrete(value) and np.ndim(value) == 0
+      and np.issubdtype(np.dtype(value.dtype), np.number) and not np.iscomplexobj(value)):
+    return float(value)
   return None
+
+
+def check_scalar(value: Any, *, name: str, meaning: str, schedule: bool = False, where: str = "") -> float | None:
+  """Checks that a hyperparameter is one real number (or, with ``schedule``, an optax schedule).
+
+  Accepted: Python and NumPy real numbers (ints too), 0-d real JAX or NumPy
+  arrays (``optax.inject_hyperparams`` passes its hyperparameters as those),
+  traced 0-d real scalars, and with ``schedule`` any callable (a function of
+  the step). Refused: bools (``True`` is not a rate), complex numbers,
+  strings, ``None``, lists and arrays of more than one value.
+
+  Args:
+    value: the hyperparameter.
+    name: the argument's name, used in error messages.
+    meaning: what the value is, for error messages.
+    schedule: whether a schedule (a callable) is accepted.
+    where: appended to the value in error messages (e.g. which group it is for).
+
+  Returns:
+    The value as a Python ``float`` when it is known at trace time, else
+    ``None`` (a traced scalar or a schedule), for the caller's range check.
+    The caller keeps using ``value`` itself.
+
+  Raises:
+    TypeError: if ``value`` is not a real number (nor a schedule, where one is accepted).
+    ValueError: if ``value`` is an array with more than one value.
+  """
+  kind = "a real number or a schedule" if schedule else "a real number"
+  if callable(value) and not hasattr(value, "dtype"):
+    if schedule:
+      return None
+    raise TypeError(
+        f"{name} must be {kind} ({meaning}), got the callable {value!r}{where}; it cannot be a schedule"
+        " here (wrap the factory in optax.inject_hyperparams to schedule it)."
+    )
+  if isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be {kind} ({meaning}), got the bool {value!r}{where}; pass a number.")
+  if isinstance(value, numbers.Real):  # Python and NumPy real scalars
+    return float(value)
+  if hasattr(value, "dtype") and hasattr(value, "shape"):  # NumPy and JAX arrays, traced or not
+    dtype = value.dtype
+    real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)  # bfloat16 too
+    if not real or jnp.issubdtype(dtype, jnp.bool_):
+      raise TypeError(f"{name} must be {kind} ({meaning}), got an array of dtype {dtype}{where}.")
+    if np.ndim(value) != 0:
+      raise ValueError(
+          f"{name} must be a scalar ({meaning}), got an array of shape {np.shape(value)}{where}; pass one number."
+      )
+    return float(value) if is_concrete(value) else None
+  fix = "a float, a 0-d real array or an optax schedule" if schedule else "a float or a 0-d real array"
+  raise TypeError(f"{name} must be {kind} ({meaning}), got {type(value).__name__} {value!r}{where}; pass {fix}.")
 
 
 def check_floating(x: Any, *, name: str = "x") -> jax.Array:
@@ -112,25 +164,39 @@ def check_floating(x: Any, *, name: str = "x") -> jax.Array:
   return jnp.asarray(x)
 
 
-def check_key(key: Any, *, fn: str) -> jax.Array:
+def check_key(key: Any, *, fn: str, argument: str | None = None, evaluation: str | None = None) -> jax.Array:
   """Checks that ``key`` is one PRNG key, typed (``jax.random.key``) or legacy.
+
+  Args:
+    key: the key.
+    fn: the public function's name, for error messages.
+    argument: the name of the key's argument where it is a keyword one
+      (``"key"`` for ``jaxdrop.lstm``, ``"dropout_rng"`` for attention): the
+      hint then reads ``fn(..., argument=jax.random.key(0))``. ``None``: the
+      key is ``fn``'s first positional argument.
+    evaluation: how to call ``fn`` for evaluation, for the message when
+      ``key`` is ``None`` (default: not to call it).
+
+  Returns:
+    The key as a typed key.
 
   Raises:
     ValueError: if ``key`` is ``None`` or a batch of keys.
     TypeError: if ``key`` is not a key at all.
   """
+  label = f" ({argument}=)" if argument else ""
   if key is None:
+    example = f"{fn}(..., {argument}=jax.random.key(0))" if argument else f"{fn}(jax.random.key(0), ...)"
+    evaluation = evaluation or "For evaluation, do not call it (or use the deterministic mode of the Flax module)."
     raise ValueError(
-        f"{fn} needs a PRNG key to draw its random mask, got key=None. Pass one,"
-        f" e.g. {fn}(jax.random.key(0), ...), and use a fresh key (split or"
-        " fold_in) on every call. For evaluation, do not call it (or use the"
-        " deterministic mode of the Flax module)."
+        f"{fn} needs a PRNG key to draw its random mask, got {argument or 'key'}=None. Pass one,"
+        f" e.g. {example}, and use a fresh key (split or fold_in) on every call. {evaluation}"
     )
   dtype = getattr(key, "dtype", None)
   if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
     if key.shape != ():
       raise ValueError(
-          f"{fn} takes one PRNG key, got a batch of shape {key.shape}; map over"
+          f"{fn} takes one PRNG key{label}, got a batch of shape {key.shape}; map over"
           " several keys with jax.vmap."
       )
     return key
@@ -138,11 +204,11 @@ def check_key(key: Any, *, fn: str) -> jax.Array:
     if np.ndim(key) == 1:  # a legacy jax.random.PRNGKey: raw key data
       return _wrap_legacy(key, fn)
     raise ValueError(
-        f"{fn} takes one PRNG key, got a raw key array of shape {np.shape(key)};"
+        f"{fn} takes one PRNG key{label}, got a raw key array of shape {np.shape(key)};"
         " map over several keys with jax.vmap."
     )
   raise TypeError(
-      f"{fn} expects a PRNG key from jax.random.key(seed) or jax.random.PRNGKey(seed),"
+      f"{fn} expects a PRNG key{label} from jax.random.key(seed) or jax.random.PRNGKey(seed),"
       f" got {type(key).__name__} with dtype {dtype}."
   )
 

@@ -152,9 +152,10 @@ def lstm(
   input_scale = recurrent_scale = None  # (gates, ..., 1, features) and (gates, ..., hidden)
   zone_key = None
   if zoneout and key is not None:  # training with zoneout: its own stream (the dropout masks use the other)
-    key, zone_key = jax.random.split(_checks.check_key(key, fn="jaxdrop.lstm"))
+    key, zone_key = jax.random.split(_checks.check_key(key, fn="jaxdrop.lstm", argument="key"))
   if not (is_zero(dropout) and is_zero(recurrent_dropout)):
-    key = _checks.check_key(key, fn="jaxdrop.lstm")
+    key = _checks.check_key(key, fn="jaxdrop.lstm", argument="key",
+                            evaluation="For evaluation, pass dropout=0.0 and recurrent_dropout=0.0.")
     input_key, recurrent_key = jax.random.split(key)
     if not is_zero(dropout):
       ones = jnp.ones((gates, *batch_shape, 1, x.shape[-1]), x.dtype)

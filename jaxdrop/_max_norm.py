@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdrop._checks import concrete_scalar
+from jaxdrop._checks import check_scalar
 from jaxdrop._param_masks import Mask, param_names, resolve_mask
 
 __all__ = ["fan_in_axes", "max_norm", "max_norm_projection"]
 
 
 def _check_max_value(max_value):
-  value = concrete_scalar(max_value)
-  if value is not None and not value > 0:
+  value = check_scalar(max_value, name="max_value", meaning="the radius of the L2 ball of each weight vector")
+  if value is not None and not value > 0:  # also refuses NaN; inf is no constraint
     raise ValueError(f"max_value must be > 0, got max_value={max_value!r}.")
 
 
@@ -76,8 +76,16 @@ def _project_tree(params: Any, flags: Any, max_value, axis, new_values: Any) -> 
 
 
 def _project(w: jax.Array, max_value, axis) -> jax.Array:
-  norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
-  over = norms > max_value
+  if jnp.issubdtype(w.dtype, jnp.complexfloating):
+    squares = jnp.square(w.real) + jnp.square(w.imag)  # |w|^2, real
+  else:
+    squares = jnp.square(w)
+  sums = jnp.sum(squares, axis=axis, keepdims=True)
+  # The double where: an all-zero vector takes the square root of 1, not of 0, whose derivative is infinite
+  # (0 * inf would make its gradient NaN); it is inside the ball anyway, where the projection is the identity.
+  nonzero = sums > 0
+  norms = jnp.sqrt(jnp.where(nonzero, sums, 1))
+  over = nonzero & (norms > max_value)
   # Leave vectors inside the ball bitwise unchanged (factor exactly 1).
   factor = jnp.where(over, max_value / jnp.where(over, norms, 1), 1)
   return (w * factor.astype(w.dtype)).astype(w.dtype)
@@ -100,7 +108,9 @@ def max_norm_projection(
   one norm per unit per layer and attention's ``(features, heads, head_dim)``
   kernels one per head and unit. A stacked kernel without a bias cannot be
   told from an unstacked one: pass ``axis`` for it. Vectors inside the ball
-  are left bitwise unchanged.
+  are left bitwise unchanged, and the projection's gradient there is the
+  identity, all-zero vectors included (finite, not NaN). Complex kernels are
+  measured by ``|w|``.
 
   Args:
     params: a parameter pytree.
@@ -111,6 +121,10 @@ def max_norm_projection(
 
   Returns:
     The projected parameters.
+
+  Raises:
+    TypeError: if ``max_value`` is not a real number (a bool, a string, ``None``).
+    ValueError: if ``max_value`` is not > 0 (NaN included) or not a scalar.
 
   Example:
     >>> import jax.numpy as jnp
@@ -146,6 +160,11 @@ def max_norm(
 
   Returns:
     An ``optax.GradientTransformation`` that needs ``params`` in ``update``.
+
+  Raises:
+    TypeError: if ``max_value`` is not a real number (0-d arrays and traced
+      scalars are; a schedule is not).
+    ValueError: if ``max_value`` is not > 0 (NaN included) or not a scalar.
 
   Example:
     >>> import optax

@@ -2,8 +2,17 @@
 
 Each takes a parameter pytree and an optional ``mask`` (see
 :func:`jaxdrop.decay_mask`; by default weight matrices and conv kernels only),
-and returns a float32 scalar (float64 for float64 parameters) to be multiplied
-by the user's coefficient: ``loss + lam * l2_penalty(params)``.
+and returns a real float32 scalar (float64 for float64 parameters) to be
+multiplied by the user's coefficient: ``loss + lam * l2_penalty(params)``.
+
+Half-precision leaves are summed in float32. Integer (and bool) leaves are
+converted to the default float dtype first (float32; float64 under
+``jax_enable_x64``), so that ``w**2`` cannot overflow. Complex leaves are
+measured by their modulus, as ``numpy.linalg.norm`` and ``torch.norm`` do:
+``|w|`` and ``|w|**2 = re**2 + im**2``, a real result in the leaf's real dtype
+(float32 for complex64); ``jax.grad`` of a penalty with respect to a complex
+leaf follows JAX's convention for real functions of complex inputs (the
+conjugate of the steepest-ascent direction: ``conj(w)`` for ``l2_penalty``).
 """
 
 from __future__ import annotations
@@ -20,14 +29,27 @@ from jaxdrop._param_masks import Mask, resolve_mask
 __all__ = ["elastic_net_penalty", "l1_penalty", "l2_norm_penalty", "l2_penalty"]
 
 
+def _as_computed(path, leaf) -> jax.Array:
+  """``leaf`` in the dtype its penalty is computed in (see the module's docstring)."""
+  leaf = jnp.asarray(leaf)
+  dtype = leaf.dtype
+  if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+    return leaf.astype(jax.dtypes.canonicalize_dtype(jnp.float64))  # the default float dtype
+  if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
+    return leaf.astype(_checks.compute_dtype(dtype))
+  raise TypeError(
+      f"params leaf {jax.tree_util.keystr(path)} has dtype {dtype}, which a penalty cannot measure; leave it out"
+      " with mask= (e.g. jaxdrop.decay_mask(exclude=(...)))."
+  )
+
+
 def _sum_over(params: Any, mask: Mask, per_leaf) -> jax.Array:
   flags = jax.tree.leaves(resolve_mask(params, mask))
-  leaves = jax.tree.leaves(params)
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   terms = []
-  for flag, leaf in zip(flags, leaves, strict=True):
+  for flag, (path, leaf) in zip(flags, leaves, strict=True):
     if flag:
-      leaf = jnp.asarray(leaf)
-      terms.append(per_leaf(leaf.astype(_checks.compute_dtype(leaf.dtype))))
+      terms.append(per_leaf(_as_computed(path, leaf)))
   if not terms:
     return jnp.zeros((), jnp.float32)
   dtype = jnp.result_type(*terms)
@@ -35,15 +57,31 @@ def _sum_over(params: Any, mask: Mask, per_leaf) -> jax.Array:
 
 
 def _abs_sum(w: jax.Array) -> jax.Array:
+  if jnp.issubdtype(w.dtype, jnp.complexfloating):
+    # |w| with the double where: at w == 0 the modulus' derivative is undefined (NaN), and the
+    # subgradient taken is 0, as for real leaves.
+    nonzero = w != 0
+    return jnp.sum(jnp.where(nonzero, jnp.abs(jnp.where(nonzero, w, 1)), 0))
   # w * sign(w) == |w|, with the subgradient 0 at w == 0 (as torch.abs), where
   # jnp.abs's gradient would be 1 and push exact zeros away from zero.
   return jnp.sum(w * jax.lax.stop_gradient(jnp.sign(w)))
 
 
+def _square_sum(w: jax.Array) -> jax.Array:
+  if jnp.issubdtype(w.dtype, jnp.complexfloating):
+    return jnp.sum(jnp.square(w.real) + jnp.square(w.imag))  # |w|^2, real
+  return jnp.sum(jnp.square(w))
+
+
 def l1_penalty(params: Any, mask: Mask = None) -> jax.Array:
   """``sum |w|`` over the selected leaves (the lasso penalty).
 
-  Its gradient is ``sign(w)``, 0 at ``w == 0``.
+  Its gradient is ``sign(w)``, 0 at ``w == 0``. For complex leaves ``|w|`` is
+  the modulus (gradient ``conj(w) / |w|`` in JAX's convention, 0 at 0);
+  integer leaves are summed in the default float dtype.
+
+  Raises:
+    TypeError: if a selected leaf is not numeric (a PRNG key, say).
 
   Example:
     >>> import jax.numpy as jnp
@@ -58,7 +96,13 @@ def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
   """``sum w**2 / 2`` over the selected leaves (d2l's convention; gradient ``w``).
 
   ``loss + lam * l2_penalty(params)`` is what coupled weight decay
-  (:func:`jaxdrop.sgd` with ``weight_decay=lam``) optimizes.
+  (:func:`jaxdrop.sgd` with ``weight_decay=lam``) optimizes. For complex
+  leaves ``w**2`` is ``|w|**2`` (real; gradient ``conj(w)`` in JAX's
+  convention); integer leaves are squared in the default float dtype (no
+  int32 overflow).
+
+  Raises:
+    TypeError: if a selected leaf is not numeric (a PRNG key, say).
 
   Example:
     >>> import jax.numpy as jnp
@@ -66,7 +110,7 @@ def l2_penalty(params: Any, mask: Mask = None) -> jax.Array:
     >>> float(jaxdrop.l2_penalty({"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.array([5.0])}))
     2.5
   """
-  return _sum_over(params, mask, lambda w: jnp.sum(jnp.square(w)) / 2)
+  return _sum_over(params, mask, lambda w: _square_sum(w) / 2)
 
 
 def l2_norm_penalty(params: Any, mask: Mask = None) -> jax.Array:
@@ -74,7 +118,8 @@ def l2_norm_penalty(params: Any, mask: Mask = None) -> jax.Array:
 
   This is the PyTorch idiom ``sum(torch.norm(p, 2) for p in model.parameters())``
   (pass ``mask=jaxdrop.all_params`` to include biases as it does). Its gradient is
-  ``w / ||w||`` and is 0, not NaN, for an all-zero leaf.
+  ``w / ||w||`` and is 0, not NaN, for an all-zero leaf. Complex leaves are
+  measured by their modulus, integer leaves in the default float dtype.
 
   Example:
     >>> import jax.numpy as jnp
@@ -94,7 +139,12 @@ def elastic_net_penalty(params: Any, l1_ratio: float = 0.5, mask: Mask = None) -
     mask: which leaves to penalize (default: weights only).
 
   Returns:
-    A scalar penalty.
+    A real scalar penalty (complex and integer leaves as in :func:`l1_penalty`
+    and :func:`l2_penalty`).
+
+  Raises:
+    ValueError: if ``l1_ratio`` is outside ``[0, 1]``.
+    TypeError: if ``l1_ratio`` is not a real number, or a selected leaf is not numeric.
 
   Example:
     >>> import jax.numpy as jnp
@@ -106,5 +156,5 @@ def elastic_net_penalty(params: Any, l1_ratio: float = 0.5, mask: Mask = None) -
   return _sum_over(
       params,
       mask,
-      lambda w: l1_ratio * _abs_sum(w) + (1 - l1_ratio) * jnp.sum(jnp.square(w)) / 2,
+      lambda w: l1_ratio * _abs_sum(w) + (1 - l1_ratio) * _square_sum(w) / 2,
   )

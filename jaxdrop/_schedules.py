@@ -17,6 +17,17 @@ from jaxdrop import _checks
 __all__ = ["drop_path_rates", "early_dropout", "late_dropout"]
 
 
+def _check_step(step, name: str) -> int:
+  """A step count known at build time: an int (NumPy's, a 0-d array, an integral float such as ``1e3``) >= 0."""
+  value = _checks.concrete_scalar(step)  # None for bools, strings, None, traced values
+  if value is None:
+    raise TypeError(f"{name} must be an int (a step count known when the schedule is built), got"
+                    f" {type(step).__name__} {step!r}.")
+  if not (value.is_integer() and value >= 0):  # also refuses NaN and inf
+    raise ValueError(f"{name} must be a whole number of steps >= 0, got {name}={step!r}.")
+  return int(value)
+
+
 def drop_path_rates(max_rate: float, depth: int, *, start: float = 0.0) -> tuple[float, ...]:
   """Per-block drop-path rates rising linearly from ``start`` to ``max_rate`` (timm's ``drop_path_rate``).
 
@@ -51,6 +62,10 @@ def drop_path_rates(max_rate: float, depth: int, *, start: float = 0.0) -> tuple
 def early_dropout(rate: float, stop_step: int) -> optax.Schedule:
   """``rate`` until ``stop_step``, then 0: early dropout (Liu et al., 2023, against under-fitting).
 
+  Raises:
+    ValueError: if ``rate`` is outside ``[0, 1]`` or ``stop_step`` is negative or not whole.
+    TypeError: if ``rate`` is not a real number or ``stop_step`` not an int (a bool, a string).
+
   Example:
     >>> import jaxdrop
     >>> schedule = jaxdrop.early_dropout(0.1, 100)
@@ -58,11 +73,15 @@ def early_dropout(rate: float, stop_step: int) -> optax.Schedule:
     (0.1, 0.0)
   """
   rate = _checks.check_rate(rate)
-  return optax.piecewise_constant_schedule(rate, {int(stop_step): 0.0})
+  return optax.piecewise_constant_schedule(rate, {_check_step(stop_step, "stop_step"): 0.0})
 
 
 def late_dropout(rate: float, start_step: int) -> optax.Schedule:
   """0 until ``start_step``, then ``rate``: late dropout (Liu et al., 2023, against over-fitting).
+
+  Raises:
+    ValueError: if ``rate`` is outside ``[0, 1]`` or ``start_step`` is negative or not whole.
+    TypeError: if ``rate`` is not a real number or ``start_step`` not an int (a bool, a string).
 
   Example:
     >>> import jaxdrop
@@ -71,4 +90,5 @@ def late_dropout(rate: float, start_step: int) -> optax.Schedule:
     (0.0, 0.1)
   """
   rate = _checks.check_rate(rate)
-  return optax.join_schedules([optax.constant_schedule(0.0), optax.constant_schedule(rate)], [int(start_step)])
+  start_step = _check_step(start_step, "start_step")
+  return optax.join_schedules([optax.constant_schedule(0.0), optax.constant_schedule(rate)], [start_step])

@@ -17,6 +17,12 @@ statistics) and ``groups``, per-group decay rates as torch's parameter groups:
 ``[(selector, rate), ...]``, where the first matching selector gives a leaf its
 rate (``groups=[("pos_embedding", 0.0), (re.compile("^head/"), 1e-3)]``), and
 leaves in no group get ``weight_decay`` if ``mask`` selects them.
+
+The hyperparameters are checked when the transform is built: each is one real
+number (a Python or NumPy number, a 0-d real array, a traced scalar, as
+``optax.inject_hyperparams`` passes them) or, for the learning rate and the
+decay, an optax schedule; bools, complex numbers, strings, ``None`` and lists
+are refused with an error that names the argument.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxdrop._checks import concrete_scalar
+from jaxdrop._checks import check_scalar
 from jaxdrop._param_masks import (
   Mask,
   Selector,
@@ -45,10 +51,38 @@ Groups = Sequence[tuple[Selector, optax.ScalarOrSchedule]] | Mapping[Selector, o
 __all__ = ["adam", "adamw", "add_weight_decay", "sgd"]
 
 
-def _check_decay(weight_decay):
-  value = concrete_scalar(weight_decay)
-  if value is not None and not (value >= 0 and math.isfinite(value)):
-    raise ValueError(f"weight_decay must be a finite number >= 0, got weight_decay={weight_decay!r}.")
+def _check_nonnegative(value, name: str, meaning: str, *, schedule: bool = False, where: str = ""):
+  """A real number (or a schedule, where ``schedule``), finite and >= 0 when known at build time."""
+  number = check_scalar(value, name=name, meaning=meaning, schedule=schedule, where=where)
+  if number is not None and not (number >= 0 and math.isfinite(number)):
+    raise ValueError(f"{name} must be a finite number >= 0, got {name}={value!r}{where}.")
+
+
+def _check_decay(weight_decay, where: str = ""):
+  _check_nonnegative(weight_decay, "weight_decay", "the decay coefficient", schedule=True, where=where)
+
+
+def _check_learning_rate(learning_rate):
+  _check_nonnegative(learning_rate, "learning_rate", "the step size", schedule=True)
+
+
+def _check_beta(value, name: str):
+  number = check_scalar(value, name=name, meaning="a moment's decay rate, in [0, 1)")
+  if number is not None and not 0 <= number < 1:  # also refuses NaN; at 1 Adam's bias correction is 0/0
+    raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}.")
+
+
+def _check_adam(learning_rate, b1, b2, eps, weight_decay):
+  _check_learning_rate(learning_rate)
+  _check_beta(b1, "b1")
+  _check_beta(b2, "b2")
+  _check_nonnegative(eps, "eps", "the term added to the denominator")
+  _check_decay(weight_decay)
+
+
+def _check_flag(value, name: str):
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}.")
 
 
 def _no_decay(weight_decay, groups) -> bool:
@@ -71,12 +105,12 @@ def _decay_or_pass(weight_decay, mask: Mask, groups) -> optax.GradientTransforma
 
 def _check_groups(groups: Groups) -> tuple[tuple[Selector, optax.ScalarOrSchedule], ...]:
   items = tuple(groups.items()) if isinstance(groups, Mapping) else tuple(groups)
-  checked = []
+  checked: list[tuple[Selector, optax.ScalarOrSchedule]] = []
   for item in items:
     if not (isinstance(item, tuple) and len(item) == 2):
       raise TypeError(f"groups takes (selector, weight_decay) pairs or a mapping, got {item!r}.")
     selector, rate = item
-    _check_decay(rate)
+    _check_decay(rate, where=f" for groups[{len(checked)}] ({selector!r})")
     checked.append((_check_selector(selector, "groups"), rate))
   return tuple(checked)
 
@@ -118,6 +152,12 @@ def add_weight_decay(
 
   Returns:
     An ``optax.GradientTransformation`` (it needs ``params`` in ``update``).
+
+  Raises:
+    TypeError: if ``weight_decay`` or a group's rate is not a real number nor a
+      schedule (a bool, a complex number, a string, ``None``, a list).
+    ValueError: if one is negative, NaN or infinite, or an array of more than
+      one value (for per-leaf rates use ``groups``).
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -174,6 +214,12 @@ def sgd(
     whether a momentum is given), so it can be wrapped in
     ``optax.inject_hyperparams``.
 
+  Raises:
+    TypeError: if ``learning_rate``, ``momentum`` or ``weight_decay`` is not a
+      real number (0-d arrays and traced scalars included; schedules for the
+      learning rate and the decay), or ``nesterov``/``decoupled`` not a bool.
+    ValueError: if one of them is negative, NaN, infinite or not a scalar.
+
   Example:
     >>> import jax.numpy as jnp, optax
     >>> import jaxdrop
@@ -185,6 +231,11 @@ def sgd(
     Array([[0.95, 0.95],
            [0.95, 0.95]], dtype=float32)
   """
+  _check_learning_rate(learning_rate)
+  if momentum is not None:
+    _check_nonnegative(momentum, "momentum", "the momentum coefficient, or None for plain SGD")
+  _check_flag(nesterov, "nesterov")
+  _check_flag(decoupled, "decoupled")
   _check_decay(weight_decay)
   momentum_or_pass = (optax.identity() if momentum is None
                       else optax.trace(momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype))
@@ -226,11 +277,17 @@ def adam(
     An ``optax.GradientTransformation`` (its state's structure does not
     depend on the value of ``weight_decay``).
 
+  Raises:
+    TypeError: if a hyperparameter is not a real number (or, for
+      ``learning_rate`` and ``weight_decay``, a schedule).
+    ValueError: if ``learning_rate``, ``eps`` or ``weight_decay`` is negative
+      or not finite, ``b1`` or ``b2`` is outside ``[0, 1)``, or one is not a scalar.
+
   Example:
     >>> import jaxdrop
     >>> tx = jaxdrop.adam(1e-3, weight_decay=1e-4)
   """
-  _check_decay(weight_decay)
+  _check_adam(learning_rate, b1, b2, eps, weight_decay)
   return optax.chain(_decay_or_pass(weight_decay, mask, groups),
                      optax.adam(learning_rate, b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype))
 
@@ -264,11 +321,17 @@ def adamw(
   Returns:
     An ``optax.GradientTransformation``.
 
+  Raises:
+    TypeError: if a hyperparameter is not a real number (or, for
+      ``learning_rate`` and ``weight_decay``, a schedule).
+    ValueError: if ``learning_rate``, ``eps`` or ``weight_decay`` is negative
+      or not finite, ``b1`` or ``b2`` is outside ``[0, 1)``, or one is not a scalar.
+
   Example:
     >>> import jaxdrop
     >>> tx = jaxdrop.adamw(1e-3, weight_decay=1e-2)
   """
-  _check_decay(weight_decay)
+  _check_adam(learning_rate, b1, b2, eps, weight_decay)
   if not groups:
     return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mu_dtype=mu_dtype,
                        mask=None if mask is all_params else optax_mask(mask))

@@ -124,7 +124,9 @@ def dot_product_attention(
   if not active:
     return _weighted_sum(einsum, weights, value)
   _checks.check_mask_bits(mask_bits)
-  seed = _bits.derive_seed(_checks.check_key(dropout_rng, fn="jaxdrop.attention.dot_product_attention"))
+  seed = _bits.derive_seed(_checks.check_key(dropout_rng, fn="jaxdrop.attention.dot_product_attention",
+                                             argument="dropout_rng",
+                                             evaluation="For evaluation, pass deterministic=True."))
   mask_shape = (*(1,) * (weights.ndim - 2), *weights.shape[-2:]) if broadcast_dropout else weights.shape
 
   # Rematerialized: the backward pass recomputes the dropped weights from ``weights`` (kept for the
