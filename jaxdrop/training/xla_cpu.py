@@ -43,7 +43,8 @@ from jaxdrop.training._task import Task
 __all__ = ["CPU_CONV_COMPILER_OPTIONS", "choose_compiler_options", "choose_path", "conv_general_dilated",
            "convolves_on_cpu", "max_pool"]
 
-# YNNPACK takes over the dot products and convolutions of a compiled function (``jax.jit(compiler_options=...)``).
+#: XLA:CPU options under which YNNPACK takes over the dot products and convolutions of a compiled function
+#: (pass them as ``jax.jit(compiler_options=...)``).
 CPU_CONV_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
@@ -119,10 +120,10 @@ def conv_general_dilated(
 ) -> jax.Array:
   """``lax.conv_general_dilated``, as one matmul over patches where the kernel is larger than the map.
 
-  Args:
-    lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-    dimension_numbers, feature_group_count, batch_group_count, precision,
-    preferred_element_type: as ``lax.conv_general_dilated``.
+  Its arguments (``lhs``, ``rhs``, ``window_strides``, ``padding``,
+  ``lhs_dilation``, ``rhs_dilation``, ``dimension_numbers``,
+  ``feature_group_count``, ``batch_group_count``, ``precision``,
+  ``preferred_element_type``) are those of ``lax.conv_general_dilated``.
 
   Returns:
     The convolution; the patch path sums in another order, so it agrees with
