@@ -24,11 +24,13 @@ def test_evaluation_equals_flax_linen_with_mask_bias_and_dtype():
   q, k, v = qkv()
   mask = nn.make_causal_mask(jnp.ones((B, L)))
   bias = jax.random.normal(jax.random.key(1), (1, H, L, L))
+  # Bitwise by construction: both run eagerly the same primitives in the same order (flax.nnx's weights
+  # function is linen's: scale q, einsum, bias, mask, softmax; then the same einsum over the values).
   for kwargs in ({}, {"mask": mask}, {"bias": bias, "mask": mask}, {"dtype": jnp.bfloat16}):
     expected = nn.dot_product_attention(q, k, v, dropout_rate=0.3, deterministic=True, **kwargs)
     assert_trees_equal(dot_product_attention(q, k, v, dropout_rate=0.3, deterministic=True, **kwargs), expected)
   causal = dot_product_attention(q, k, v, is_causal=True)
-  assert_trees_equal(causal, nn.dot_product_attention(q, k, v, mask=mask))
+  assert_trees_equal(causal, nn.dot_product_attention(q, k, v, mask=mask))  # the same mask selects alike
 
 
 def test_linen_and_nnx_layers_are_flax_layers_with_this_attention():
@@ -38,6 +40,7 @@ def test_linen_and_nnx_layers_are_flax_layers_with_this_attention():
   assert ours.attention_fn is dot_product_attention
   variables = theirs.init(jax.random.key(3), x, deterministic=True)
   assert jax.tree.structure(ours.init(jax.random.key(3), x, deterministic=True)) == jax.tree.structure(variables)
+  # Bitwise by construction: the layers differ only in attention_fn, which at evaluation runs Flax's own ops.
   assert_trees_equal(ours.apply(variables, x, deterministic=True), theirs.apply(variables, x, deterministic=True))
   trained = ours.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(4)})
   assert trained.shape == x.shape and not np.allclose(trained, theirs.apply(variables, x, deterministic=True))
@@ -98,6 +101,8 @@ def test_gradient_equals_the_stored_mask_version():
     return jnp.einsum("...hqk,...khd->...qhd", dropped, v)
 
   ours = lambda q, k, v: dot_product_attention(q, k, v, dropout_rng=jax.random.clone(key), dropout_rate=0.3)
+  # Bitwise by construction: both eager (jax.checkpoint evaluates its jaxpr op by op outside jit), the same
+  # weights, where(mask, w * scale, 0) with the same mask and scale, the same einsum (not if one is jitted).
   assert_trees_equal(ours(q, k, v), stored(q, k, v))
   weights = jnp.cos(jnp.arange(B * L * H * D, dtype=jnp.float32).reshape(B, L, H, D))
   grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a) * weights), argnums=(0, 1, 2))(q, k, v)
@@ -131,6 +136,7 @@ def test_errors_name_the_argument():
     dot_product_attention(q, k, v, dropout_rate=0.1)
   with pytest.raises(ValueError, match="must be given together"):
     dot_product_attention(q, k, v, qk_attn_weights_einsum=jnp.einsum)
+  # deterministic=True takes the rate-0 path itself (no dropout is applied): the same ops.
   assert_trees_equal(dot_product_attention(q, k, v, dropout_rate=0.1, deterministic=True),
                      dot_product_attention(q, k, v))
 
@@ -151,3 +157,18 @@ def test_a_train_step_keeps_no_attention_mask():
     ours = temp_bytes(dot_product_attention, 0.1, broadcast)
     flax = temp_bytes(nn.dot_product_attention, 0.1, broadcast)
     assert ours <= 1.10 * without and ours < flax, (broadcast, without, ours, flax)
+
+
+def test_the_key_hint_names_dropout_rng_and_deterministic():
+  q, k, v = qkv(17)
+  with pytest.raises(ValueError) as info:
+    dot_product_attention(q, k, v, dropout_rate=0.1, deterministic=False)
+  message = str(info.value)
+  assert "got dropout_rng=None" in message, message
+  assert "jaxdrop.attention.dot_product_attention(..., dropout_rng=jax.random.key(0))" in message, message
+  assert "dot_product_attention(jax.random.key(0)" not in message  # its first argument is query
+  assert "For evaluation, pass deterministic=True." in message
+  with pytest.raises(TypeError, match=r"dot_product_attention expects a PRNG key \(dropout_rng=\)"):
+    dot_product_attention(q, k, v, dropout_rate=0.1, dropout_rng=0)
+  with pytest.raises(ValueError, match=r"takes one PRNG key \(dropout_rng=\), got a batch of shape \(2,\)"):
+    dot_product_attention(q, k, v, dropout_rate=0.1, dropout_rng=jax.random.split(jax.random.key(18), 2))

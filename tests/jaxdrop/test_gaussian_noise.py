@@ -36,6 +36,7 @@ def test_the_noise_is_added_and_depends_on_the_key_only():
   x = jax.random.normal(jax.random.key(0), (64, 32))
   noise = jaxdrop.gaussian_noise(key(), jnp.zeros_like(x), 0.5)
   np.testing.assert_allclose(jaxdrop.gaussian_noise(key(), x, 0.5), x + noise, rtol=0, atol=1e-6)
+  # The same key twice: the same program.
   np.testing.assert_array_equal(jaxdrop.gaussian_noise(key(), x, 0.5), jaxdrop.gaussian_noise(key(), x, 0.5))
   assert not np.array_equal(jaxdrop.gaussian_noise(key(8), x, 0.5), jaxdrop.gaussian_noise(key(), x, 0.5))
 
@@ -43,12 +44,12 @@ def test_the_noise_is_added_and_depends_on_the_key_only():
 def test_gradient_with_respect_to_x_is_exactly_one():
   x = jax.random.normal(jax.random.key(0), (8, 5))
   grad = jax.grad(lambda x: jnp.sum(jaxdrop.gaussian_noise(jax.random.key(2), x, 0.7)))(x)
-  np.testing.assert_array_equal(grad, jnp.ones_like(x))
+  np.testing.assert_array_equal(grad, jnp.ones_like(x))  # exact: the cotangent 1 passes through x + noise
 
 
 def test_broadcast_dims_share_one_noise_value_and_dtype_is_kept():
   y = jaxdrop.gaussian_noise(jax.random.key(3), jnp.zeros((4, 6, 3)), 1.0, broadcast_dims=(1,))
-  np.testing.assert_array_equal(y, jnp.broadcast_to(y[:, :1], y.shape))
+  np.testing.assert_array_equal(y, jnp.broadcast_to(y[:, :1], y.shape))  # exact: one draw per row, 0 + it
   assert len(np.unique(np.asarray(y))) == 12
   half = jaxdrop.gaussian_noise(jax.random.key(3), jnp.ones((4, 6), jnp.bfloat16), 0.1)
   assert half.dtype == jnp.bfloat16
@@ -57,7 +58,7 @@ def test_broadcast_dims_share_one_noise_value_and_dtype_is_kept():
 def test_a_traced_stddev_sweeps_under_vmap_and_an_invalid_one_gives_nan():
   stds = jnp.array([0.0, 0.5, 2.0])
   ys = jax.vmap(lambda s: jaxdrop.gaussian_noise(jax.random.key(4), jnp.zeros(50_000), s))(stds)
-  np.testing.assert_array_equal(ys[0], 0.0)
+  np.testing.assert_array_equal(ys[0], 0.0)  # exact: 0 + 0 * eps
   np.testing.assert_allclose(ys[2], 4 * ys[1], rtol=1e-6)  # the same eps, scaled
   bad = jax.jit(lambda s: jaxdrop.gaussian_noise(jax.random.key(4), jnp.zeros(3), s))(jnp.float32(-1.0))
   assert bool(jnp.all(jnp.isnan(bad)))
@@ -79,6 +80,7 @@ def test_bad_inputs_name_the_argument(call, error, message):
 def test_linen_layer_is_the_function_while_training_and_the_identity_in_evaluation():
   x = jax.random.normal(jax.random.key(0), (3, 4))
   layer = jdl.GaussianNoise(0.3)
+  # Bitwise by construction: the layers call jaxdrop.gaussian_noise eagerly with the same key and stddev.
   np.testing.assert_array_equal(layer.apply({}, x, deterministic=False, rng=key(5)),
                                 jaxdrop.gaussian_noise(key(5), x, 0.3))
   assert layer.apply({}, x, deterministic=True) is x
@@ -92,7 +94,7 @@ def test_linen_layer_is_the_function_while_training_and_the_identity_in_evaluati
 def test_nnx_layer_follows_train_and_eval():
   x = jax.random.normal(jax.random.key(0), (3, 4))
   layer = jdx.GaussianNoise(0.3, rngs=nnx.Rngs(dropout=0))
-  np.testing.assert_array_equal(layer(x, rngs=key(6)), jaxdrop.gaussian_noise(key(6), x, 0.3))
+  np.testing.assert_array_equal(layer(x, rngs=key(6)), jaxdrop.gaussian_noise(key(6), x, 0.3))  # as in linen
   assert not np.array_equal(layer(x), layer(x))  # the stream advances
   layer.eval()
   assert layer(x) is x

@@ -26,8 +26,8 @@ CASES = {
 def test_layer_equals_function_for_the_same_key(name):
   layer, fn = CASES[name]
   out = layer.apply({}, X, deterministic=False, rng=jax.random.key(1))
-  assert_trees_equal(out, fn(jax.random.key(1), X))
-  np.testing.assert_array_equal(layer.apply({}, X, deterministic=True), X)
+  assert_trees_equal(out, fn(jax.random.key(1), X))  # by construction: the layer calls fn eagerly, alike
+  np.testing.assert_array_equal(layer.apply({}, X, deterministic=True), X)  # evaluation returns the inputs
   via_stream = layer.apply({}, X, deterministic=False, rngs={"dropout": jax.random.key(2)})
   assert via_stream.shape == X.shape and not np.array_equal(via_stream, X)
 
@@ -53,7 +53,7 @@ def test_classic_mode_scales_at_evaluation():
   layer = jdl.Dropout(0.25, mode="classic")
   np.testing.assert_allclose(layer.apply({}, X, deterministic=True), X * 0.75, rtol=1e-7)
   y = np.asarray(layer.apply({}, X, deterministic=False, rng=jax.random.key(4)))
-  assert np.all((y == 0) | (y == np.asarray(X)))
+  assert np.all((y == 0) | (y == np.asarray(X)))  # exact: classic survivors are multiplied by 1.0
 
 
 def test_bad_rate_is_reported_even_in_evaluation():
@@ -81,7 +81,7 @@ def test_lstm_layer_equals_function_and_stacks_like_keras():
   expected = jaxdrop.lstm(
       variables["params"], x, key=jax.random.key(9), dropout=0.25, recurrent_dropout=0.25, return_sequences=True
   )
-  assert_trees_equal(out, expected)
+  assert_trees_equal(out, expected)  # by construction: the layer calls jaxdrop.lstm eagerly, alike
   np.testing.assert_array_equal(
       layer.apply(variables, x, deterministic=True), jaxdrop.lstm(variables["params"], x, return_sequences=True)
   )

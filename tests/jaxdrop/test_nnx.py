@@ -26,6 +26,7 @@ CASES = {
 def test_layer_equals_function_for_the_same_key(name):
   make, fn = CASES[name]
   layer = make(nnx.Rngs(dropout=1))
+  # Bitwise by construction: the layer calls fn eagerly with the same key and rate (evaluation: the inputs).
   assert_trees_equal(layer(X, rngs=jax.random.key(2)), fn(jax.random.key(2), X))
   first, second = layer(X), layer(X)  # the stream advances
   assert not np.array_equal(first, second)
@@ -39,7 +40,7 @@ def test_layer_equals_function_for_the_same_key(name):
 def test_linen_and_nnx_agree_for_the_same_key():
   linen_out = jdl.Dropout(0.5).apply({}, X, deterministic=False, rng=jax.random.key(3))
   nnx_out = jdx.Dropout(0.5)(X, rngs=jax.random.key(3))
-  assert_trees_equal(linen_out, nnx_out)
+  assert_trees_equal(linen_out, nnx_out)  # by construction: both call jaxdrop.dropout eagerly, alike
 
 
 def test_errors_list_the_fixes():
@@ -71,7 +72,7 @@ def test_drop_connect_linear_and_lstm_equal_their_functions():
   lstm = jdx.LSTM(3, 4, dropout=0.25, recurrent_dropout=0.25, return_sequences=True, rngs=nnx.Rngs(9))
   params = {"kernel": lstm.kernel[...], "recurrent_kernel": lstm.recurrent_kernel[...], "bias": lstm.bias[...]}
   expected = jaxdrop.lstm(params, seq, key=jax.random.key(10), dropout=0.25, recurrent_dropout=0.25, return_sequences=True)
-  assert_trees_equal(lstm(seq, rngs=jax.random.key(10)), expected)
+  assert_trees_equal(lstm(seq, rngs=jax.random.key(10)), expected)  # by construction: it calls jaxdrop.lstm
   lstm.eval()
   assert_trees_equal(lstm(seq), jaxdrop.lstm(params, seq, return_sequences=True))
 

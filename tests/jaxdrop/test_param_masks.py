@@ -87,6 +87,7 @@ def test_nnx_state_and_nnx_optimizer():
   after = nnx.state(model, nnx.Param)
   np.testing.assert_allclose(after["linear"]["kernel"][...], before["linear"]["kernel"][...] * (1 - 0.1 * 0.5),
                              rtol=1e-6)
+  # Exact: not decayed, and Adam's step on a zero gradient is -0.1 * 0 / (0 + eps) = -0.
   np.testing.assert_array_equal(after["linear"]["bias"][...], before["linear"]["bias"][...])
   np.testing.assert_array_equal(after["norm"]["scale"][...], before["norm"]["scale"][...])
 
@@ -116,7 +117,7 @@ def test_masked_nodes_from_optax_masked_are_left_alone():
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   new = optax.apply_updates(params, updates)
   np.testing.assert_allclose(new["kernel"], 0.95)
-  np.testing.assert_array_equal(new["bias"], 1.0)
+  np.testing.assert_array_equal(new["bias"], 1.0)  # exact: not decayed, a zero gradient
   np.testing.assert_array_equal(new["frozen"]["kernel"], 1.0)
   masked = {"kernel": jnp.ones((2, 2)), "bias": optax.MaskedNode()}
   assert jaxdrop.resolve_mask(masked) == {"kernel": True, "bias": optax.MaskedNode()}
@@ -146,6 +147,7 @@ def test_penalties_and_max_norm_use_the_same_default():
   np.testing.assert_allclose(float(jaxdrop.l2_penalty(params)), expected, rtol=1e-5)
   projected = jaxdrop.max_norm_projection(params, 1e-3)
   mha = params["MultiHeadDotProductAttention_0"]
+  # Exact: biases are not projected.
   np.testing.assert_array_equal(projected["MultiHeadDotProductAttention_0"]["query"]["bias"], mha["query"]["bias"])
   assert not np.array_equal(projected["Dense_0"]["kernel"], params["Dense_0"]["kernel"])
 
@@ -194,7 +196,7 @@ def test_a_callable_pytree_of_bools_is_a_mask_not_a_predicate():
   assert (flags.kernel, flags.bias) == (False, True)
   tx = jaxdrop.add_weight_decay(0.1, mask=Module(kernel=False, bias=True))
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-  np.testing.assert_array_equal(updates.kernel, 0.0)
+  np.testing.assert_array_equal(updates.kernel, 0.0)  # exact: masked out, a zero gradient
   np.testing.assert_allclose(updates.bias, 0.1)
 
 

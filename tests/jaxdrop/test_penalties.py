@@ -19,6 +19,7 @@ def params():
 
 
 def test_exact_values_exclude_biases_and_scales_by_default():
+  # Exact by construction: small integers and dyadics, so every partial sum is exact in any order and program.
   p = params()
   assert float(jaxdrop.l1_penalty(p)) == 1 + 2 + 3 + 4 * 0.5
   assert float(jaxdrop.l2_penalty(p)) == (1 + 4 + 9 + 4 * 0.25) / 2
@@ -49,7 +50,7 @@ def test_predicate_and_pytree_masks():
 
 def test_gradients():
   p = params()
-  g = jax.grad(jaxdrop.l2_penalty)(p)
+  g = jax.grad(jaxdrop.l2_penalty)(p)  # exact by construction: 2 w / 2, sign(w) and 0 round nothing
   np.testing.assert_array_equal(g["dense"]["kernel"], p["dense"]["kernel"])
   np.testing.assert_array_equal(g["dense"]["bias"], np.zeros(2, np.float32))
   g1 = jax.grad(jaxdrop.l1_penalty)(p)
@@ -67,7 +68,7 @@ def test_empty_selection_dtype_and_jit():
   half = {"kernel": jnp.ones((300, 300), jnp.bfloat16)}
   out = jaxdrop.l2_penalty(half)
   assert out.dtype == jnp.float32 and float(out) == 300 * 300 / 2  # accumulated in float32
-  assert float(jax.jit(jaxdrop.l1_penalty)(params())) == 8.0
+  assert float(jax.jit(jaxdrop.l1_penalty)(params())) == 8.0  # exact sums of small dyadics, jitted or not
 
 
 def test_flax_linen_and_nnx_parameter_trees():
@@ -89,3 +90,75 @@ def test_flax_linen_and_nnx_parameter_trees():
 def test_l1_ratio_checked():
   with pytest.raises(ValueError, match="l1_ratio"):
     jaxdrop.elastic_net_penalty(params(), l1_ratio=1.5)
+
+
+# --- complex, integer and non-numeric leaves (issue 17) ---------------------------------
+
+
+def complex_params():
+  kr, ki = jax.random.split(jax.random.key(20))
+  w = jax.lax.complex(jax.random.normal(kr, (3, 4)), jax.random.normal(ki, (3, 4)))  # complex64
+  return {"kernel": w.at[0, 0].set(0), "bias": jnp.ones(4, jnp.complex64)}
+
+
+def test_complex_leaves_are_measured_by_their_modulus_and_the_results_are_real():
+  p = complex_params()
+  w = np.asarray(p["kernel"]).astype(np.complex128)
+  modulus = np.abs(w)  # numpy's, in float64
+  expected = {
+      "l1": modulus.sum(), "l2": (modulus**2).sum() / 2, "l2_norm": np.linalg.norm(w.ravel()),
+      "elastic": 0.3 * modulus.sum() + 0.7 * (modulus**2).sum() / 2,
+  }
+  got = {"l1": jaxdrop.l1_penalty(p), "l2": jaxdrop.l2_penalty(p), "l2_norm": jaxdrop.l2_norm_penalty(p),
+         "elastic": jaxdrop.elastic_net_penalty(p, l1_ratio=0.3)}
+  for name, value in got.items():
+    assert value.dtype == jnp.float32, name  # real: complex64's real dtype
+    np.testing.assert_allclose(float(value), expected[name], rtol=1e-6, err_msg=name)
+  # The issue's cases, exact: |i|^2 = 1 and |2i| = 2.
+  assert float(jaxdrop.l2_penalty({"kernel": jnp.array([[1j, 1j]], jnp.complex64)})) == 1.0
+  assert float(jaxdrop.l1_penalty({"kernel": jnp.array([[2j, 2j]], jnp.complex64)})) == 4.0
+  with jax.enable_x64(True):
+    assert jaxdrop.l2_penalty({"kernel": jnp.array([[1j]], jnp.complex128)}).dtype == jnp.float64
+
+
+def test_complex_gradients_follow_jax_convention_and_are_zero_not_nan_at_zero():
+  p = complex_params()
+  w = np.asarray(p["kernel"])
+  # JAX's grad of a real function of z = x + iy is df/dx - i df/dy: conj(w) for |w|^2 / 2.
+  np.testing.assert_array_equal(jax.grad(jaxdrop.l2_penalty)(p)["kernel"], np.conj(w))  # 2 x / 2: exact
+  g1 = np.asarray(jax.grad(jaxdrop.l1_penalty)(p)["kernel"])
+  nonzero = w != 0
+  np.testing.assert_allclose(g1[nonzero], np.conj(w[nonzero]) / np.abs(w[nonzero]), rtol=1e-6)
+  assert g1[0, 0] == 0  # the subgradient 0 at w == 0, as for real leaves
+  gn = np.asarray(jax.grad(jaxdrop.l2_norm_penalty)(p)["kernel"])
+  np.testing.assert_allclose(gn, np.conj(w) / np.linalg.norm(w), rtol=1e-5, atol=1e-7)
+  zero = {"kernel": jnp.zeros((2, 2), jnp.complex64)}
+  for penalty in (jaxdrop.l1_penalty, jaxdrop.l2_penalty, jaxdrop.l2_norm_penalty, jaxdrop.elastic_net_penalty):
+    np.testing.assert_array_equal(jax.grad(penalty)(zero)["kernel"], np.zeros((2, 2), np.complex64))
+
+
+def test_integer_leaves_are_computed_in_float_without_overflow():
+  p = {"kernel": jnp.full((3, 4), 50000, jnp.int32), "w": jnp.array([[-3, 7]], jnp.int32)}
+  k, w = (np.asarray(leaf, np.float64) for leaf in (p["kernel"], p["w"]))
+  expected = {
+      "l1": np.abs(k).sum() + np.abs(w).sum(), "l2": (k**2).sum() / 2 + (w**2).sum() / 2,  # 1.5e10: int32 wraps
+      "l2_norm": np.linalg.norm(k.ravel()) + np.linalg.norm(w.ravel()),
+      "elastic": 0.5 * (np.abs(k).sum() + np.abs(w).sum()) + 0.5 * ((k**2).sum() + (w**2).sum()) / 2,
+  }
+  got = {"l1": jaxdrop.l1_penalty(p), "l2": jaxdrop.l2_penalty(p), "l2_norm": jaxdrop.l2_norm_penalty(p),
+         "elastic": jaxdrop.elastic_net_penalty(p)}
+  for name, value in got.items():
+    assert value.dtype == jnp.float32, name  # the default float dtype
+    np.testing.assert_allclose(float(value), expected[name], rtol=1e-6, err_msg=name)  # float32 tolerance
+  with jax.enable_x64(True):  # the default float dtype is float64 there
+    big = jaxdrop.l2_penalty({"kernel": jnp.full((1, 2), 2**31 - 1, jnp.int32)})
+    # (r + r) / 2 == r exactly, r the square rounded once to float64 on both sides.
+    assert big.dtype == jnp.float64 and float(big) == float(2**31 - 1) ** 2
+  flags = {"kernel": jnp.array([[True, False], [True, True]])}  # bools count as 0 and 1
+  assert float(jaxdrop.l1_penalty(flags)) == 3.0 and float(jaxdrop.l2_penalty(flags)) == 1.5
+
+
+def test_a_leaf_that_is_not_a_number_is_refused_naming_it():
+  keys = jax.random.split(jax.random.key(21), 4).reshape(2, 2)  # two dimensions: a weight by rank
+  with pytest.raises(TypeError, match=r"params leaf \['rng'\] has dtype key<fry>.*mask="):
+    jaxdrop.l2_penalty({"rng": keys, "kernel": jnp.ones((2, 2))})

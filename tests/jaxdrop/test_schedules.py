@@ -30,7 +30,7 @@ def test_linen_call_time_rate_overrides_the_attribute(layer):
   key = jax.random.key(1)
   apply = lambda module, **kw: module.apply({}, x, deterministic=False, rngs={"dropout": jax.random.clone(key)}, **kw)
   out = apply(layer, rate=0.2)
-  assert_trees_equal(out, apply(layer.clone(rate=0.2)))
+  assert_trees_equal(out, apply(layer.clone(rate=0.2)))  # by construction: the same Python rate, the same ops
   assert not np.array_equal(out, apply(layer))
 
 
@@ -38,9 +38,10 @@ def test_nnx_call_time_rate_equals_the_function():
   x = jnp.ones((64, 32))
   key = jax.random.key(2)
   out = jdx.Dropout(0.5)(x, rngs=jax.random.clone(key), rate=jnp.float32(0.25))
-  assert_trees_equal(out, jaxdrop.dropout(jax.random.clone(key), x, jnp.float32(0.25)))
+  assert_trees_equal(out, jaxdrop.dropout(jax.random.clone(key), x, jnp.float32(0.25)))  # the layer calls it
   lstm = jdx.LSTM(3, 4, dropout=0.5, recurrent_dropout=0.5, rngs=nnx.Rngs(3))
   seq = jnp.ones((2, 5, 3))
+  # By construction: lstm drops zero Python rates before any op, so training with rates 0 is the evaluation.
   assert_trees_equal(lstm(seq, deterministic=False, rngs=jax.random.clone(key), dropout=0.0, recurrent_dropout=0.0),
                      lstm(seq, deterministic=True))
 

@@ -12,7 +12,7 @@ from experiments.models import CNN, MLP
 from experiments.runner import init_linen, linen_task
 from jaxdrop import training
 from jaxdrop.training import param_sha256
-from tests._asserts import assert_trees_equal
+from tests._asserts import assert_close_ulp
 
 
 def toy_data(n_train=100, n_test=40, features=6, seed=0):
@@ -30,6 +30,23 @@ def init_params(model, seed, sample):
 
 MODEL = MLP((32,), (0.5,), num_classes=3)
 TASK = linen_task(MODEL)
+
+
+def assert_same_training(actual, expected, data):
+  """Two programs' runs of the same training (scan vs loop, vmapped vs alone): the same parameters and
+  history up to float32 rounding.
+
+  A rounding difference in one step is carried through and amplified by the later steps: parameters and
+  losses within 64 ulp of their scale (about 4e-6 relative); accuracies within one example (a near-tied
+  argmax can flip); the epochs exactly.
+  """
+  assert_close_ulp(actual.state.params, expected.state.params, ulp=64, scale="max")
+  a, e = actual.history, expected.history
+  assert a.keys() == e.keys() and a["epoch"] == e["epoch"]
+  for name in ("train_loss", "test_loss"):
+    assert_close_ulp(np.asarray(a[name], np.float32), np.asarray(e[name], np.float32), ulp=64, scale="max")
+  for name, n in (("train_acc", len(data.x_train)), ("test_acc", len(data.x_test))):
+    assert a[name] == pytest.approx(e[name], abs=1.001 / n)
 
 
 def test_batch_plan_covers_every_row_once_and_pads_with_weight_zero():
@@ -58,15 +75,17 @@ def test_short_last_batch_loss_is_the_mean_over_its_real_rows():
   assert float(padded["count"]) == 2.0
 
 
-def test_scan_and_loop_paths_give_bitwise_identical_parameters():
+def test_scan_and_loop_paths_give_the_same_parameters():
   data = toy_data()
   params = init_params(MODEL, 0, data.x_train)
   kwargs = dict(epochs=3, batch_size=16, seed=3, quiet=True)
   scan = training.fit(TASK, params, jaxdrop.sgd(0.1, momentum=0.9), data, path="scan", **kwargs)
   loop = training.fit(TASK, params, jaxdrop.sgd(0.1, momentum=0.9), data, path="loop", **kwargs)
-  assert_trees_equal(scan.state.params, loop.state.params)
-  assert scan.history == loop.history
+  # A lax.scan body against a standalone jitted step: two programs, equal to float32 rounding (bitwise only
+  # where XLA happens to compile the step alike).
+  assert_same_training(scan, loop, data)
   assert scan.execution["path"] == "scan" and loop.execution["path"] == "loop"
+  # fit leaves its input alone (no donation): bitwise a fresh run of the same init.
   np.testing.assert_array_equal(params["Dense_0"]["kernel"], init_params(MODEL, 0, data.x_train)["Dense_0"]["kernel"])
 
 
@@ -78,8 +97,7 @@ def test_vmapped_seeds_equal_each_seed_run_alone():
   for seed, result in zip([4, 5, 6], together):
     alone = training.fit(TASK, init_params(MODEL, seed, data.x_train), jaxdrop.sgd(0.1, momentum=0.9), data,
                        seed=seed, **kwargs)
-    assert_trees_equal(result.state.params, alone.state.params)
-    assert result.history == alone.history
+    assert_same_training(result, alone, data)  # batched kernels against single ones: float32 rounding
   assert together[0].execution["runs_vmapped"] == 3
   assert param_sha256(together[0].state.params) != param_sha256(together[1].state.params)
 
@@ -125,8 +143,14 @@ def test_evaluate_is_deterministic_and_exact():
   data = toy_data()
   params = init_params(MODEL, 0, data.x_train)
   first = training.evaluate(TASK, params, data.x_test, data.y_test, batch_size=7)
-  assert first == training.evaluate(TASK, params, data.x_test, data.y_test, batch_size=40)
+  assert first == training.evaluate(TASK, params, data.x_test, data.y_test, batch_size=7)  # the same program
+  other = training.evaluate(TASK, params, data.x_test, data.y_test, batch_size=40)
   logits = MODEL.apply({"params": params}, data.x_test, train=False)
+  top_two = np.sort(np.asarray(logits), axis=1)[:, -2:]
+  assert np.min(top_two[:, 1] - top_two[:, 0]) > 1e-4  # no near-tie: rounding cannot move an argmax
+  assert first["accuracy"] == other["accuracy"]  # so the same argmaxes for batches of 7 and 40, exactly
+  # Batches of 7 and 40 sum the (positive) losses in another order: a few ulp.
+  assert_close_ulp(first["loss"], other["loss"], ulp=8, dtype=np.float32)
   assert first["accuracy"] == pytest.approx(float(jnp.mean(jnp.argmax(logits, 1) == data.y_test)))
   assert first["loss"] == pytest.approx(float(jnp.mean(training.cross_entropy(logits, data.y_test))), rel=1e-5)
 
@@ -145,7 +169,7 @@ def test_eval_train_and_eval_every():
                       eval_every=2, eval_train=True)
   assert result.history["epoch"] == [2, 4, 5]
   final = training.evaluate(TASK, result.state.params, data.x_train, data.y_train)
-  assert result.history["train_acc"][-1] == final["accuracy"]
+  assert result.history["train_acc"][-1] == final["accuracy"]  # the same jitted evaluation and batch size
   assert len(result.step_losses) == 5 and result.step_losses[0].shape == (7,)
 
 
@@ -165,6 +189,7 @@ def test_fit_options_object_and_keywords_train_the_same_run():
   from_keywords = training.fit(TASK, params, jaxdrop.sgd(0.1), data, epochs=3, batch_size=16, quiet=True, path="loop",
                                seed=0)
   overridden = training.fit(TASK, params, jaxdrop.sgd(0.1), data, options, seed=0, epochs=2)
+  # The same options give the same compiled programs: bitwise, by construction.
   assert param_sha256(from_object.state.params) == param_sha256(from_keywords.state.params)
   assert from_object.history == from_keywords.history and from_object.execution["path"] == "loop"
   assert overridden.history["epoch"] == [1, 2] and options.epochs == 3  # keywords override, the object is kept
