@@ -4,9 +4,8 @@ Pure functions take an explicit PRNG key first (``rate`` is always the drop
 probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 """
 
-from jaxdrop import attention
+from jaxdrop import _bits, attention
 from jaxdrop._alpha_dropout import alpha_dropout
-from jaxdrop._bits import MASK_GENERATOR
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
 from jaxdrop._drop_block import drop_block
 from jaxdrop._drop_connect import drop_connect
@@ -24,6 +23,11 @@ from jaxdrop._weight_decay import adam, adamw, add_weight_decay, sgd
 
 __version__ = "0.1.0"
 
+# Assigned here, not imported, so that Sphinx reads the #: comment under the public name.
+#: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
+#: layout). Runs record it, and a change to the masks must change it.
+MASK_GENERATOR = _bits.MASK_GENERATOR
+
 __all__ = [
     "MASK_GENERATOR",
     "MCDropoutPrediction",
@@ -35,8 +39,8 @@ __all__ = [
     "attention",
     "concrete_dropout",
     "concrete_dropout_regularizer",
-    "drop_block",
     "decay_mask",
+    "drop_block",
     "drop_connect",
     "drop_path",
     "drop_path_rates",
@@ -50,9 +54,9 @@ __all__ = [
     "init_lstm_params",
     "keep_probability",
     "l1_penalty",
-    "late_dropout",
     "l2_norm_penalty",
     "l2_penalty",
+    "late_dropout",
     "lstm",
     "max_norm",
     "max_norm_projection",

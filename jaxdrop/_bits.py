@@ -57,11 +57,11 @@ import numpy as np
 from jax import export, lax
 from jax.custom_batching import custom_vmap
 
-__all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "lane_threshold", "random_words", "realized_probability"]
+__all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "random_words"]
 
 GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
-# What decides the mask bits drawn for a key (the generator, its rounds, the lane layout): runs record it, and a
-# change to the masks must change it.
+#: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
+#: layout). Runs record it, and a change to the masks must change it.
 MASK_GENERATOR = "philox4x32-10 counter lanes (8/16/32-bit), jaxdrop stream v1"
 
 _M0, _M1 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)  # Philox-4x32 multipliers (Random123)
@@ -74,7 +74,9 @@ _WIDE_ABOVE = 2**32  # masks with more elements than this index them with 64-bit
 
 def _wide(enabled: bool):
   """A context in which ``uint64`` values exist (a no-op when not ``enabled`` or already on)."""
-  return jax.enable_x64(True) if enabled and not jax.config.jax_enable_x64 else contextlib.nullcontext()
+  if enabled and not jax.config.read("jax_enable_x64"):
+    return jax.enable_x64(True)
+  return contextlib.nullcontext()
 
 
 def _unpartitioned() -> bool:
@@ -249,34 +251,6 @@ def _lanes_elementwise(seed, shape, bits):
   return (words >> (lane * jnp.uint32(bits))) & jnp.uint32(2**bits - 1)
 
 
-def lane_threshold(prob, bits: int):
-  """The integer threshold ``t`` such that a ``bits``-bit lane is below it with probability ≈ ``prob``.
-
-  Args:
-    prob: a Python float, or a traced float scalar, in ``[0, 1]``.
-    bits: lane width, 8, 16 or 32.
-
-  Returns:
-    ``round(prob * 2**bits)`` as a Python int (concrete ``prob``) or a
-    ``uint32`` scalar (traced). For 32-bit lanes it is capped at ``2**32 - 1``
-    (a probability 1 then misses by ``2**-32``; callers short-cut ``prob == 1``).
-  """
-  top = 2**bits if bits < 32 else 2**32 - 1
-  if isinstance(prob, (int, float)):
-    return min(max(round(prob * 2**bits), 0), top)
-  # float32 cannot hold 2**32 - 1; its largest value below 2**32 is 2**32 - 256.
-  top_f = float(top) if bits < 32 else 4294967040.0
-  scaled = jnp.round(jnp.asarray(prob, jnp.float32) * jnp.float32(2.0**bits))
-  return jnp.clip(scaled, 0.0, top_f).astype(jnp.uint32)
-
-
-def realized_probability(threshold, bits: int):
-  """The exact probability that a lane is below ``threshold``."""
-  if isinstance(threshold, int):
-    return threshold / 2**bits
-  return threshold.astype(jnp.float32) / jnp.float32(2.0**bits)
-
-
 def bernoulli_lanes(
     seed: jax.Array, shape: tuple[int, ...], threshold, bits: int, *, materialize: bool = True
 ) -> jax.Array:
@@ -285,7 +259,8 @@ def bernoulli_lanes(
   Args:
     seed: ``uint32[2]`` from :func:`derive_seed`.
     shape: the mask's shape.
-    threshold: from :func:`lane_threshold` (Python int or ``uint32`` scalar).
+    threshold: a lane threshold, a Python int or ``uint32`` scalar (from a probability:
+      :func:`jaxdrop._masked.lane_threshold`).
     bits: lane width, 8, 16 or 32.
     materialize: on a one-device XLA:CPU process, compute the random words
       once into a temporary buffer (``bits / 8`` bytes per element; faster)

@@ -80,7 +80,7 @@ def check_rate(
   else:
     raise TypeError(f"{name} must be a real number ({meaning}), got {type(rate).__name__} {rate!r}.")
   upper_ok = value <= 1.0 if allow_one else value < 1.0
-  if not (0.0 <= value and upper_ok):  # also rejects NaN
+  if not (value >= 0.0 and upper_ok):  # also rejects NaN
     interval = "[0, 1]" if allow_one else "[0, 1)"
     raise ValueError(
         f"{name} must be in {interval}: it is {meaning}; got {name}={rate!r}."
@@ -101,7 +101,9 @@ def concrete_scalar(value: Any) -> float | None:
   return None
 
 
-def check_scalar(value: Any, *, name: str, meaning: str, schedule: bool = False, where: str = "") -> float | None:
+def check_scalar(
+    value: Any, *, name: str, meaning: str, schedule: bool = False, where: str = ""
+) -> float | None:
   """Checks that a hyperparameter is one real number (or, with ``schedule``, an optax schedule).
 
   Accepted: Python and NumPy real numbers (ints too), 0-d real JAX or NumPy
@@ -145,11 +147,14 @@ def check_scalar(value: Any, *, name: str, meaning: str, schedule: bool = False,
       raise TypeError(f"{name} must be {kind} ({meaning}), got an array of dtype {dtype}{where}.")
     if np.ndim(value) != 0:
       raise ValueError(
-          f"{name} must be a scalar ({meaning}), got an array of shape {np.shape(value)}{where}; pass one number."
+          f"{name} must be a scalar ({meaning}), got an array of shape {np.shape(value)}{where};"
+          " pass one number."
       )
     return float(value) if is_concrete(value) else None
   fix = "a float, a 0-d real array or an optax schedule" if schedule else "a float or a 0-d real array"
-  raise TypeError(f"{name} must be {kind} ({meaning}), got {type(value).__name__} {value!r}{where}; pass {fix}.")
+  raise TypeError(
+      f"{name} must be {kind} ({meaning}), got {type(value).__name__} {value!r}{where}; pass {fix}."
+  )
 
 
 def check_floating(x: Any, *, name: str = "x") -> jax.Array:
@@ -187,7 +192,9 @@ def check_key(key: Any, *, fn: str, argument: str | None = None, evaluation: str
   label = f" ({argument}=)" if argument else ""
   if key is None:
     example = f"{fn}(..., {argument}=jax.random.key(0))" if argument else f"{fn}(jax.random.key(0), ...)"
-    evaluation = evaluation or "For evaluation, do not call it (or use the deterministic mode of the Flax module)."
+    evaluation = evaluation or (
+        "For evaluation, do not call it (or use the deterministic mode of the Flax module)."
+    )
     raise ValueError(
         f"{fn} needs a PRNG key to draw its random mask, got {argument or 'key'}=None. Pass one,"
         f" e.g. {example}, and use a fresh key (split or fold_in) on every call. {evaluation}"
@@ -233,12 +240,15 @@ def check_broadcast_dims(broadcast_dims: Sequence[int] | int, ndim: int) -> tupl
     ValueError: if an axis is out of range or repeated.
     TypeError: if an entry is not an integer.
   """
-  if isinstance(broadcast_dims, (int, np.integer)) and not isinstance(broadcast_dims, bool):
-    broadcast_dims = (broadcast_dims,)
+  axes: Any = broadcast_dims  # whatever the caller passed: checked here
+  if isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+    axes = (axes,)
   try:
-    dims = tuple(broadcast_dims)
+    dims = tuple(axes)
   except TypeError:
-    raise TypeError(f"broadcast_dims must be a sequence of axes (or one axis), got {broadcast_dims!r}.") from None
+    raise TypeError(
+        f"broadcast_dims must be a sequence of axes (or one axis), got {broadcast_dims!r}."
+    ) from None
   out = []
   for d in dims:
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)):

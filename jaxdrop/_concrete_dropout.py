@@ -165,13 +165,14 @@ def concrete_dropout_regularizer(
   """
   if input_dim is None:
     if jnp.ndim(kernel) != 2:
-      raise ValueError(f"input_dim is needed for a kernel of shape {jnp.shape(kernel)} (default: kernel.shape[0]"
-                       " of a 2-D Dense kernel).")
+      raise ValueError(f"input_dim is needed for a kernel of shape {jnp.shape(kernel)}"
+                       " (default: kernel.shape[0] of a 2-D Dense kernel).")
     input_dim = jnp.shape(kernel)[0]
   for name, value in (("length_scale", length_scale), ("data_size", data_size), ("precision", precision)):
     if not (isinstance(value, (int, float, np.number)) and math.isfinite(value) and value > 0):
       raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}.")
   p = jnp.asarray(rate, jnp.float32)
-  weight = length_scale**2 / (precision * data_size) * jnp.sum(jnp.square(kernel.astype(jnp.float32))) / (1 - p)
+  squares = jnp.sum(jnp.square(kernel.astype(jnp.float32)))
+  weight = length_scale**2 / (precision * data_size) * squares / (1 - p)
   entropy = p * jnp.log(p + EPS) + (1 - p) * jnp.log1p(EPS - p)
   return weight + 2 / (precision * data_size) * input_dim * entropy

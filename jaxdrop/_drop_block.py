@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdrop import _bits, _checks
-from jaxdrop._masked import safe_inverse
+from jaxdrop._masked import lane_threshold, safe_inverse
 
 __all__ = ["drop_block", "drop_block_seed_probability"]
 
@@ -102,7 +102,7 @@ def drop_block(
       1 if 0 in dims else n, height - b + 1, width - b + 1, 1 if 3 in dims else c,
   )
   gamma = drop_block_seed_probability(rate, height, width, block_size)
-  threshold = _bits.lane_threshold(gamma, mask_bits)
+  threshold = lane_threshold(gamma, mask_bits)
   seeds = _bits.bernoulli_lanes(_bits.derive_seed(key), centres, threshold, mask_bits)
   # A centre at (i, j) of the valid grid drops rows i..i+b-1 and columns
   # j..j+b-1: a max over a b x b window with "full" padding.

@@ -35,7 +35,9 @@ def keep_probability(rate, *, mask_bits: int = 16):
   """
   rate = _checks.check_rate(rate)
   keep = keep_for(rate, _checks.check_mask_bits(mask_bits))
-  return keep.probability if isinstance(keep.valid, bool) else jnp.where(keep.valid, keep.probability, jnp.nan)
+  if isinstance(keep.valid, bool):
+    return keep.probability
+  return jnp.where(keep.valid, keep.probability, jnp.nan)
 
 
 def dropout(
@@ -104,7 +106,8 @@ def dropout(
     True
   """
   x, rate = check_common(x, rate, mode, mask_bits)
-  return masked_dropout(key, x, rate, mask_shape_for(x.shape, broadcast_dims), mode, mask_bits, "jaxdrop.dropout")
+  mask_shape = mask_shape_for(x.shape, broadcast_dims)
+  return masked_dropout(key, x, rate, mask_shape, mode, mask_bits, "jaxdrop.dropout")
 
 
 def dropout_eval(

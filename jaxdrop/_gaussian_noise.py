@@ -27,7 +27,9 @@ def check_stddev(stddev: Any) -> float | jax.Array:
                       f" {jnp.result_type(stddev)}.")
     return stddev
   if not (math.isfinite(value) and value >= 0):
-    raise ValueError(f"stddev must be a finite number >= 0 (the noise's standard deviation), got stddev={stddev!r}.")
+    raise ValueError(
+        f"stddev must be a finite number >= 0 (the noise's standard deviation), got stddev={stddev!r}."
+    )
   return value
 
 

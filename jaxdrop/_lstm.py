@@ -46,7 +46,9 @@ def unit_forget_bias(key, shape, dtype=jnp.float32):
   return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(1)
 
 
-def init_lstm_params(key: jax.Array, in_features: int, hidden: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+def init_lstm_params(
+    key: jax.Array, in_features: int, hidden: int, dtype=jnp.float32
+) -> dict[str, jax.Array]:
   """Keras' default initialization of :func:`lstm`'s parameters.
 
   Args:
@@ -141,10 +143,11 @@ def lstm(
   if gate_masks not in ("keras", "shared"):
     raise ValueError(f"gate_masks must be 'keras' or 'shared', got gate_masks={gate_masks!r}.")
   is_zero = lambda r: isinstance(r, float) and r == 0.0
-  zoneout = {"cell": _checks.check_rate(zoneout_cell, name="zoneout_cell",
-                                        meaning="the probability that a unit keeps its previous cell state"),
-             "hidden": _checks.check_rate(zoneout_hidden, name="zoneout_hidden",
-                                          meaning="the probability that a unit keeps its previous hidden state")}
+  keeps = "the probability that a unit keeps its previous {} state"
+  zoneout = {
+      "cell": _checks.check_rate(zoneout_cell, name="zoneout_cell", meaning=keeps.format("cell")),
+      "hidden": _checks.check_rate(zoneout_hidden, name="zoneout_hidden", meaning=keeps.format("hidden")),
+  }
   zoneout = {k: z for k, z in zoneout.items() if not is_zero(z)}
   batch_shape = x.shape[:-2]
   per_gate = gate_masks == "keras" and not is_zero(recurrent_dropout)
@@ -171,7 +174,8 @@ def lstm(
     projected = (x * input_scale[0]) @ kernel + bias
   else:  # gate g sees the inputs through its own mask: x_g @ kernel[:, g]
     per_gate_kernel = kernel.reshape(kernel.shape[0], 4, hidden)
-    projected = jnp.einsum("g...f,fgh->...gh", x[None] * input_scale, per_gate_kernel).reshape(bias.shape) + bias
+    projected = jnp.einsum("g...f,fgh->...gh", x[None] * input_scale, per_gate_kernel)
+    projected = projected.reshape(bias.shape) + bias
   projected = jnp.moveaxis(projected, -2, 0)  # (time, ..., 4 * hidden)
   per_gate_recurrent = recurrent_kernel.reshape(hidden, 4, hidden)
 
@@ -210,10 +214,12 @@ def _zoneout_masks(key, zoneout: dict[str, Any], shape, dtype, mask_bits: int) -
   """Per step and unit, 1 where the state keeps its previous value (``{"cell": (time, ..., hidden), ...}``);
   with ``key=None`` the keep probability itself, a scalar (evaluation: the expected update)."""
   if key is None:
-    return {name: jnp.asarray(keep_probability(1 - z, mask_bits=mask_bits), dtype) for name, z in zoneout.items()}
+    return {name: jnp.asarray(keep_probability(1 - z, mask_bits=mask_bits), dtype)
+            for name, z in zoneout.items()}
   ones = jnp.ones(shape, dtype)
   keys = dict(zip(("cell", "hidden"), jax.random.split(key), strict=True))
-  return {name: _dropout(keys[name], ones, 1 - z, mode="classic", mask_bits=mask_bits) for name, z in zoneout.items()}
+  return {name: _dropout(keys[name], ones, 1 - z, mode="classic", mask_bits=mask_bits)
+          for name, z in zoneout.items()}
 
 
 def _zone(keep: jax.Array, previous: jax.Array, new: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
 """The one kernel behind every mask-based variant: ``where(mask, x * scale + shift, fill)``,
-and the dropout on checked arguments that the variants share (:func:`masked_dropout`).
+the dropout on checked arguments that the variants share (:func:`masked_dropout`), and the one place where
+a probability becomes a lane threshold (:func:`lane_threshold`, :func:`keep_for`).
 
 Differentiation keeps the mask generator's seed (8 bytes), the threshold and
 the scale as the only residuals, and regenerates the mask in the backward pass,
@@ -56,10 +57,12 @@ __all__ = [
     "Mode",
     "check_common",
     "keep_for",
+    "lane_threshold",
     "mask_shape_for",
     "masked_affine",
     "masked_affine_stored",
     "masked_dropout",
+    "realized_probability",
     "safe_inverse",
     "seeded_dropout",
     "standard_normal",
@@ -83,7 +86,9 @@ def _select(mask, x, scale, shift, fill):
   return jnp.where(jnp.broadcast_to(mask, x.shape), kept, fill.astype(x.dtype))
 
 
-def masked_affine_stored(seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits, materialize=True):
+def masked_affine_stored(
+    seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits, materialize=True
+):
   """``where(mask, x * scale + shift, fill)``, differentiated by plain autodiff."""
   mask = bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=materialize)
   return _select(mask, x, scale, shift, fill)
@@ -156,6 +161,40 @@ def masked_affine(seed, x, threshold, scale, shift=None, fill=None, *, mask_shap
 # --- the dropout kernel that the variants share, on checked arguments ---
 
 
+# Probabilities on the lane grid: the one place where a probability becomes a lane threshold (and a rate a
+# threshold, a keep probability and a validity). jaxdrop._bits only compares lanes with a given threshold.
+
+
+def lane_threshold(prob, bits: int) -> int | jax.Array:
+  """The integer threshold ``t`` such that a ``bits``-bit lane is below it with probability ≈ ``prob``.
+
+  Args:
+    prob: a Python float, or a traced float scalar, in ``[0, 1]``.
+    bits: lane width, 8, 16 or 32.
+
+  Returns:
+    ``round(prob * 2**bits)`` as a Python int (concrete ``prob``) or a
+    ``uint32`` scalar (traced). For 32-bit lanes it is capped at ``2**32 - 1``
+    (a probability 1 then misses by ``2**-32``; callers short-cut ``prob == 1``),
+    and a traced probability at ``2**32 - 256`` (float32 holds no larger value
+    below ``2**32``; :func:`keep_for` keeps everything at a traced rate 0).
+  """
+  top = 2**bits if bits < 32 else 2**32 - 1
+  if isinstance(prob, (int, float)):
+    return min(max(round(prob * 2**bits), 0), top)
+  # float32 cannot hold 2**32 - 1; its largest value below 2**32 is 2**32 - 256.
+  top_f = float(top) if bits < 32 else 4294967040.0
+  scaled = jnp.round(jnp.asarray(prob, jnp.float32) * jnp.float32(2.0**bits))
+  return jnp.clip(scaled, 0.0, top_f).astype(jnp.uint32)
+
+
+def realized_probability(threshold, bits: int) -> float | jax.Array:
+  """The exact probability that a ``bits``-bit lane is below ``threshold`` (a Python int or ``uint32``)."""
+  if isinstance(threshold, int):
+    return threshold / 2**bits
+  return threshold.astype(jnp.float32) / jnp.float32(2.0**bits)
+
+
 class _Keep(NamedTuple):
   threshold: int | jax.Array  # a lane below it keeps its element
   probability: float | jax.Array  # the keep probability scales are computed from
@@ -163,20 +202,25 @@ class _Keep(NamedTuple):
 
 
 def keep_for(rate, mask_bits: int) -> _Keep:
-  """Threshold and keep probability for a checked ``rate`` (float or traced)."""
+  """Threshold, keep probability and validity for a checked ``rate`` (float or traced).
+
+  The keep probability is ``1 - rate``, except for 8-bit masks, whose realized
+  probability (a multiple of 1/256, :func:`realized_probability`) is used, so
+  that expectations stay exact.
+  """
   if isinstance(rate, float):
     keep = 1.0 - rate
-    threshold = _bits.lane_threshold(keep, mask_bits)
-    prob = _bits.realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
+    threshold = lane_threshold(keep, mask_bits)
+    prob = realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
     return _Keep(threshold, prob, True)
   rate = jnp.asarray(rate, jnp.float32)
   valid = (rate >= 0) & (rate <= 1)  # False for NaN too
   keep = 1.0 - rate
-  threshold = _bits.lane_threshold(keep, mask_bits)
+  threshold = lane_threshold(keep, mask_bits)
   if mask_bits == 32:
     # lane_threshold caps at 2**32 - 256 in float32; keep everything at rate 0.
     threshold = jnp.where(keep >= 1, jnp.uint32(2**32 - 1), threshold)
-  prob = _bits.realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
+  prob = realized_probability(threshold, mask_bits) if mask_bits == 8 else keep
   return _Keep(threshold, prob, valid)
 
 

@@ -122,7 +122,10 @@ def selects(selector: Selector, path, leaf) -> bool:
 
 
 def decay_mask(
-    *, exclude: Sequence[Selector] = (), include: Sequence[Selector] = (), base: Callable[[Any, Any], bool] = weights_only
+    *,
+    exclude: Sequence[Selector] = (),
+    include: Sequence[Selector] = (),
+    base: Callable[[Any, Any], bool] = weights_only,
 ) -> Callable[[Any, Any], bool]:
   """A mask predicate: ``base``, plus the leaves ``include`` selects, minus those ``exclude`` selects.
 
@@ -196,7 +199,9 @@ def resolve_mask(params: Any, mask: Mask = None) -> Any:
     return jax.tree_util.tree_map_with_path(decide, params)
   not_bools = [flag for flag in jax.tree.leaves(mask) if not _is_bool(flag)]
   if not_bools:  # "no" or 0.5 would count by truthiness
-    raise TypeError(f"a pytree mask holds Python bools (True: selected), got {not_bools[0]!r}; use True or False.")
+    raise TypeError(
+        f"a pytree mask holds Python bools (True: selected), got {not_bools[0]!r}; use True or False."
+    )
   try:
     return jax.tree.map(lambda flag, sub: jax.tree.map(lambda _: bool(flag), sub), mask, params)
   except (ValueError, TypeError) as e:
@@ -208,7 +213,8 @@ def resolve_mask(params: Any, mask: Mask = None) -> Any:
 
 def _is_bool(flag) -> bool:
   """A Python or NumPy bool, or a 0-d boolean array."""
-  return isinstance(flag, (bool, np.bool_)) or (getattr(flag, "shape", None) == () and getattr(flag, "dtype", None) == bool)
+  return isinstance(flag, (bool, np.bool_)) or (
+      getattr(flag, "shape", None) == () and getattr(flag, "dtype", None) == np.bool_)
 
 
 def _is_predicate(mask) -> bool:

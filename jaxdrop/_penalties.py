@@ -38,8 +38,8 @@ def _as_computed(path, leaf) -> jax.Array:
   if jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating):
     return leaf.astype(_checks.compute_dtype(dtype))
   raise TypeError(
-      f"params leaf {jax.tree_util.keystr(path)} has dtype {dtype}, which a penalty cannot measure; leave it out"
-      " with mask= (e.g. jaxdrop.decay_mask(exclude=(...)))."
+      f"params leaf {jax.tree_util.keystr(path)} has dtype {dtype}, which a penalty cannot measure;"
+      " leave it out with mask= (e.g. jaxdrop.decay_mask(exclude=(...)))."
   )
 
 

@@ -18,7 +18,8 @@ __all__ = ["drop_path_rates", "early_dropout", "late_dropout"]
 
 
 def _check_step(step, name: str) -> int:
-  """A step count known at build time: an int (NumPy's, a 0-d array, an integral float such as ``1e3``) >= 0."""
+  """A step count known at build time: an int (NumPy's, a 0-d array, an integral float such as ``1e3``),
+  at least 0."""
   value = _checks.concrete_scalar(step)  # None for bools, strings, None, traced values
   if value is None:
     raise TypeError(f"{name} must be an int (a step count known when the schedule is built), got"

@@ -109,11 +109,11 @@ def dot_product_attention(
   if bool(qk_attn_weights_einsum) != bool(attn_weights_value_einsum):
     raise ValueError("qk_attn_weights_einsum and attn_weights_value_einsum must be given together.")
   query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
-  linen_only = dict(force_fp32_for_softmax=force_fp32_for_softmax, einsum_dot_general=einsum_dot_general,
-                    einsum=qk_attn_weights_einsum)
-  if isinstance(module, nn.Module) or any(linen_only.values()):
-    weights = nn.dot_product_attention_weights(query, key, bias, mask, broadcast_dropout, None, 0.0, True,
-                                               query.dtype, precision, module, **linen_only)
+  if isinstance(module, nn.Module) or force_fp32_for_softmax or einsum_dot_general or qk_attn_weights_einsum:
+    weights = nn.dot_product_attention_weights(
+        query, key, bias, mask, broadcast_dropout, None, 0.0, True, query.dtype, precision, module,
+        force_fp32_for_softmax=force_fp32_for_softmax, einsum_dot_general=einsum_dot_general,
+        einsum=qk_attn_weights_einsum)
   else:  # flax.nnx's, which also groups query heads over fewer key heads (GQA)
     weights = nnx_attention_weights(query, key, bias, mask, broadcast_dropout, None, 0.0, True, query.dtype,
                                     precision, module)

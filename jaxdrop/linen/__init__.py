@@ -8,9 +8,9 @@ from jaxdrop.linen._gaussian_noise import GaussianNoise
 from jaxdrop.linen._lstm import LSTM
 
 __all__ = [
-    "ConcreteDropout",
     "LSTM",
     "AlphaDropout",
+    "ConcreteDropout",
     "DropBlock",
     "DropConnectDense",
     "DropPath",

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 
 from jaxdrop.attention import dot_product_attention
+from jaxdrop.linen._base import missing_rng_error
 
 __all__ = ["MultiHeadDotProductAttention", "SelfAttention"]
+
+
+def _check_dropout_rng(module: nn.MultiHeadDotProductAttention, deterministic: bool | None,
+                       dropout_rng: jax.Array | None) -> None:
+  """Raises the error of the other jaxdrop linen layers where flax's ``make_rng("dropout")`` would find no
+  stream (flax's own says ``None needs PRNG for "dropout"``); else does nothing (flax decides the rest)."""
+  if module.dropout_rate <= 0.0 or dropout_rng is not None:
+    return
+  if (module.deterministic is None) == (deterministic is None):  # neither or both: flax's merge_param says so
+    return
+  if module.deterministic if deterministic is None else deterministic:
+    return
+  if not (module.has_rng("dropout") or module.has_rng("params")):  # make_rng falls back to "params"
+    raise missing_rng_error(type(module).__name__, "dropout", "dropout_rng")
 
 
 class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
@@ -32,9 +48,32 @@ class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
 
+  @nn.compact
+  def __call__(
+      self, *args: Any, deterministic: bool | None = None, dropout_rng: jax.Array | None = None, **kwargs: Any
+  ) -> Any:
+    """Flax's call (``inputs_q``, ``inputs_k``, ``inputs_v``, ``mask=``, ...); training without a
+    ``"dropout"`` rng is the error the other jaxdrop linen layers give."""
+    _check_dropout_rng(self, deterministic, dropout_rng)
+    return super().__call__(*args, deterministic=deterministic, dropout_rng=dropout_rng, **kwargs)
+
 
 class SelfAttention(nn.SelfAttention):
   """``flax.linen.SelfAttention`` with :func:`jaxdrop.attention.dot_product_attention` (see
   :class:`MultiHeadDotProductAttention`)."""
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
+
+  @nn.compact
+  def __call__(  # type: ignore[override]  # flax.linen.SelfAttention's signature, which narrows its base's
+      self,
+      inputs_q: jax.Array,
+      mask: jax.Array | None = None,
+      deterministic: bool | None = None,
+      dropout_rng: jax.Array | None = None,
+      sow_weights: bool = False,
+  ) -> Any:
+    """Flax's call; training without a ``"dropout"`` rng is the error the other jaxdrop linen layers give."""
+    _check_dropout_rng(self, deterministic, dropout_rng)
+    return super().__call__(inputs_q, mask=mask, deterministic=deterministic, dropout_rng=dropout_rng,
+                            sow_weights=sow_weights)

@@ -8,12 +8,20 @@ import flax.errors
 import flax.linen as nn
 import jax
 
-from jaxdrop._checks import check_rate
+from jaxdrop._layers import draws_key
+
+__all__ = ["RateModule", "StochasticModule", "missing_rng_error"]
 
 
-def needs_key(*rates) -> bool:
-  """False when every rate is a concrete 0 or 1 (nothing random to draw)."""
-  return not all(isinstance(r, (int, float)) and r in (0, 1) for r in rates)
+def missing_rng_error(layer: str, rng_collection: str, argument: str = "rng") -> flax.errors.InvalidRngError:
+  """The error of a layer that is not deterministic and finds no key (the same words for every linen layer;
+  ``argument`` is the call's key argument, ``dropout_rng`` for the attention layers)."""
+  return flax.errors.InvalidRngError(
+      f'{layer} is not deterministic, so it needs a PRNG key from the "{rng_collection}"'
+      f" collection, but none was given. Pass one to apply, e.g. model.apply(variables, x,"
+      f' rngs={{"{rng_collection}": jax.random.key(0)}}), or pass {argument}= to the layer;'
+      f" for evaluation use deterministic=True."
+  )
 
 
 class StochasticModule(nn.Module):
@@ -24,8 +32,11 @@ class StochasticModule(nn.Module):
   the ``rng_collection`` stream (``rngs={"dropout": key}`` in ``apply``).
   """
 
-  deterministic: bool | None = dataclasses.field(default=None, kw_only=True)
-  rng_collection: str = dataclasses.field(default="dropout", kw_only=True)
+  # Keyword-only (KW_ONLY rather than field(kw_only=True), which type checkers do not read through flax's
+  # dataclass_transform): subclasses' fields without a default may follow.
+  _: dataclasses.KW_ONLY
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
 
   def resolve(self, deterministic: bool | None, rng: jax.Array | None, *rates,
               random: bool | None = None) -> tuple[bool, jax.Array | None]:
@@ -35,22 +46,14 @@ class StochasticModule(nn.Module):
     noise is not set by a rate) says directly whether a key is needed.
     """
     deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-    for rate in rates:
-      check_rate(rate)
-    if deterministic or not (needs_key(*rates) if random is None else random):
+    if not draws_key(deterministic, *rates, random=random):
       return bool(deterministic), None
     if rng is not None:
       return False, rng
     # During init, make_rng falls back to the "params" stream, as flax does.
     if self.has_rng(self.rng_collection) or self.is_initializing():
       return False, self.make_rng(self.rng_collection)
-    name = type(self).__name__
-    raise flax.errors.InvalidRngError(
-        f'{name} is not deterministic, so it needs a PRNG key from the "{self.rng_collection}"'
-        f' collection, but none was given. Pass one to apply, e.g. model.apply(variables, x,'
-        f' rngs={{"{self.rng_collection}": jax.random.key(0)}}), or pass rng= to the layer;'
-        f" for evaluation use deterministic=True."
-    )
+    raise missing_rng_error(type(self).__name__, self.rng_collection)
 
 
 class RateModule(StochasticModule):

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
+from jaxdrop._layers import logit_uniform
 from jaxdrop.linen._base import StochasticModule
 
-__all__ = ["ConcreteDropout", "logit_uniform"]
-
-
-def logit_uniform(low: float, high: float):
-  """An initializer of ``p_logit``: the logit of a rate drawn uniformly from ``[low, high]`` (the reference
-  code's ``init_min``, ``init_max``)."""
-  if not 0 < low <= high < 1:
-    raise ValueError(f"init_rate must be (low, high) with 0 < low <= high < 1, got {(low, high)}.")
-
-  def init(key, shape, dtype=jnp.float32):
-    lo, hi = jnp.log(low) - jnp.log1p(-low), jnp.log(high) - jnp.log1p(-high)
-    return jax.random.uniform(key, shape, dtype, lo, hi) if high > low else jnp.full(shape, lo, dtype)
-
-  return init
+__all__ = ["ConcreteDropout"]
 
 
 class ConcreteDropout(StochasticModule):
@@ -49,8 +36,8 @@ class ConcreteDropout(StochasticModule):
     >>> layer = jdl.ConcreteDropout(nn.Dense(4), length_scale=1e-2, data_size=100)
     >>> x = jnp.ones((2, 3))
     >>> params = layer.init(jax.random.key(0), x, deterministic=True)["params"]
-    >>> y, state = layer.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(1)},
-    ...                        mutable=["losses"])
+    >>> y, state = layer.apply({"params": params}, x, deterministic=False,
+    ...                        rngs={"dropout": jax.random.key(1)}, mutable=["losses"])
     >>> round(float(jax.nn.sigmoid(params["p_logit"])), 3), y.shape, len(jax.tree.leaves(state["losses"]))
     (0.1, (2, 4), 1)
   """
@@ -63,11 +50,15 @@ class ConcreteDropout(StochasticModule):
   init_rate: tuple[float, float] = (0.1, 0.1)
 
   @nn.compact
-  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None) -> jax.Array:
+  def __call__(
+      self, inputs: jax.Array, deterministic: bool | None = None, rng: jax.Array | None = None
+  ) -> jax.Array:
     """Drops the inputs (unless deterministic), applies the layer and sows its regularizer."""
     rate = jax.nn.sigmoid(self.param("p_logit", logit_uniform(*self.init_rate), ()))
     deterministic, key = self.resolve(deterministic, rng, random=True)
-    x = inputs if deterministic else concrete_dropout(key, inputs, rate, temperature=self.temperature)
+    x = inputs
+    if not deterministic and key is not None:  # random=True: a key whenever the layer is not deterministic
+      x = concrete_dropout(key, inputs, rate, temperature=self.temperature)
     outputs = self.layer(x)
     kernel = self.layer.variables["params"]["kernel"]
     self.sow("losses", "concrete_dropout", concrete_dropout_regularizer(

@@ -41,7 +41,8 @@ class Dropout(RateModule):
   mask_bits: int = 16
 
   def _train(self, key, inputs, rate):
-    return dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits)
+    return dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode,
+                   mask_bits=self.mask_bits)
 
   def _eval(self, inputs, rate):
     return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -50,7 +50,7 @@ class LSTM(StochasticModule):
   return_sequences: bool = False
   unroll: int = 1
   mask_bits: int = 16
-  gate_masks: str = "keras"
+  gate_masks: Literal["keras", "shared"] = "keras"
   zoneout_cell: float = 0.0
   zoneout_hidden: float = 0.0
   kernel_init: Any = kernel_init

@@ -8,9 +8,9 @@ from jaxdrop.nnx._gaussian_noise import GaussianNoise
 from jaxdrop.nnx._lstm import LSTM
 
 __all__ = [
-    "ConcreteDropout",
     "LSTM",
     "AlphaDropout",
+    "ConcreteDropout",
     "DropBlock",
     "DropConnectLinear",
     "DropPath",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 from flax import nnx
 
 from jaxdrop.attention import dot_product_attention
+from jaxdrop.nnx._base import stream
 
 __all__ = ["MultiHeadAttention"]
 
@@ -30,5 +32,19 @@ class MultiHeadAttention(nnx.MultiHeadAttention):
     (1, 5, 8)
   """
 
-  def __init__(self, *args, attention_fn: Callable[..., jax.Array] = dot_product_attention, **kwargs):
+  def __init__(
+      self, *args: Any, attention_fn: Callable[..., jax.Array] = dot_product_attention, **kwargs: Any
+  ):
+    rngs = kwargs.get("rngs")
+    if isinstance(rngs, nnx.Rngs) and kwargs.get("keep_rngs", True) and kwargs.get("dropout_rate", 0.0) > 0:
+      # Where flax forks rngs.dropout (a raw AttributeError when there is none), say which rngs to pass.
+      stream(rngs, "dropout", type(self).__name__,
+             fix=", or with keep_rngs=False and pass rngs= at call time")
     super().__init__(*args, attention_fn=attention_fn, **kwargs)
+
+  def __call__(self, *args: Any, rngs: nnx.Rngs | nnx.RngStream | None = None, **kwargs: Any) -> jax.Array:
+    """Flax's call; an ``nnx.Rngs`` without a ``"dropout"`` stream is a ``ValueError`` that says what to
+    pass."""
+    if isinstance(rngs, nnx.Rngs):  # flax takes rngs.dropout of it, also when nothing is dropped
+      rngs = stream(rngs, "dropout", type(self).__name__, at_call=True, fix=" or an nnx.RngStream")
+    return super().__call__(*args, rngs=rngs, **kwargs)

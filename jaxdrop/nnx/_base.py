@@ -5,8 +5,47 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxdrop._checks import check_rate
-from jaxdrop.linen._base import needs_key
+from jaxdrop._layers import draws_key
+
+__all__ = ["RateModule", "StochasticModule", "stream"]
+
+
+def stream(
+    rngs: nnx.Rngs, rng_collection: str, layer: str, *, at_call: bool = False, fix: str = ""
+) -> nnx.RngStream:
+  """``rngs[rng_collection]`` (or its ``default`` stream, as flax falls back to it); where ``rngs`` has
+  neither, a ``ValueError`` that says which ``nnx.Rngs`` to pass, instead of flax's ``KeyError``.
+
+  Args:
+    rngs: the ``nnx.Rngs`` given to the constructor (or, with ``at_call``, to a call).
+    rng_collection: the layer's stream, ``"dropout"`` by default.
+    layer: the layer's name, for the message.
+    at_call: whether ``rngs`` was passed at call time.
+    fix: another way out, appended to the message (``", or with rngs=None and pass rngs= at call time"``).
+
+  Raises:
+    ValueError: if ``rngs`` has no such stream and no ``default`` stream.
+
+  Example:
+    >>> from flax import nnx
+    >>> stream(nnx.Rngs(params=0), "dropout", "Dropout")
+    Traceback (most recent call last):
+    ...
+    ValueError: Dropout needs a "dropout" random stream, but its rngs has none (its streams: params): ...
+  """
+  try:
+    return rngs[rng_collection]
+  except KeyError:
+    pass
+  names = list(rngs)
+  example = f"nnx.Rngs({rng_collection}=0)"
+  if "params" in names:
+    example = f"nnx.Rngs(params=0, {rng_collection}=1)"
+  whose, verb = ("the rngs passed at call time", "pass") if at_call else ("its rngs", "construct it with")
+  raise ValueError(
+      f'{layer} needs a "{rng_collection}" random stream, but {whose} has none (its streams:'
+      f" {', '.join(names) or 'none'}): {verb} rngs=nnx.Rngs(0) or {example}{fix}."
+  ) from None
 
 
 class StochasticModule(nnx.Module):
@@ -19,6 +58,8 @@ class StochasticModule(nnx.Module):
   constructor's ``rngs``.
   """
 
+  _rngs_optional = True  # whether the constructor's rngs may be None (False where it also draws parameters)
+
   def __init__(
       self,
       *,
@@ -29,7 +70,8 @@ class StochasticModule(nnx.Module):
     self.deterministic = deterministic
     self.rng_collection = rng_collection
     if isinstance(rngs, nnx.Rngs):
-      self.rngs = rngs[rng_collection].fork()
+      fix = ", or with rngs=None and pass rngs= at call time" if self._rngs_optional else ""
+      self.rngs = stream(rngs, rng_collection, type(self).__name__, fix=fix).fork()
     elif isinstance(rngs, nnx.RngStream):
       self.rngs = rngs.fork()
     elif rngs is None:
@@ -49,9 +91,7 @@ class StochasticModule(nnx.Module):
           f" ({name}(..., deterministic=True/False)), at call time (layer(x,"
           " deterministic=True/False)), or set it with model.train() / model.eval()."
       )
-    for rate in rates:
-      check_rate(rate)
-    if deterministic or not (needs_key(*rates) if random is None else random):
+    if not draws_key(deterministic, *rates, random=random):
       return bool(deterministic), None
     if rngs is None:
       rngs = self.rngs
@@ -62,7 +102,7 @@ class StochasticModule(nnx.Module):
           " key) at call time, or call model.eval() for evaluation."
       )
     if isinstance(rngs, nnx.Rngs):
-      return False, rngs[self.rng_collection]()
+      return False, stream(rngs, self.rng_collection, name, at_call=True, fix=", an nnx.RngStream or a key")()
     if isinstance(rngs, nnx.RngStream):
       return False, rngs()
     if isinstance(rngs, jax.Array):

@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
-from jaxdrop.linen._concrete_dropout import logit_uniform
+from jaxdrop._layers import logit_uniform
 from jaxdrop.nnx._base import StochasticModule
 
 __all__ = ["ConcreteDropout"]
@@ -40,6 +40,8 @@ class ConcreteDropout(StochasticModule):
     ((2, 4), 0.1, ())
   """
 
+  _rngs_optional = False  # its rngs also draws the parameters
+
   def __init__(
       self,
       layer: nnx.Module,
@@ -56,7 +58,8 @@ class ConcreteDropout(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.layer = layer
     self.p_logit = nnx.Param(logit_uniform(*init_rate)(rngs.params(), ()))
-    self.length_scale, self.data_size, self.precision, self.temperature = length_scale, data_size, precision, temperature
+    self.length_scale, self.data_size = length_scale, data_size
+    self.precision, self.temperature = precision, temperature
 
   @property
   def rate(self) -> jax.Array:
@@ -66,10 +69,15 @@ class ConcreteDropout(StochasticModule):
   def __call__(self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
     """Drops the inputs (unless deterministic) and applies the layer."""
     deterministic, key = self.resolve(deterministic, rngs, random=True)
-    x = inputs if deterministic else concrete_dropout(key, inputs, self.rate, temperature=self.temperature)
+    x = inputs
+    if not deterministic and key is not None:  # random=True: a key whenever the layer is not deterministic
+      x = concrete_dropout(key, inputs, self.rate, temperature=self.temperature)
     return self.layer(x)
 
   def regularizer(self, input_dim: int | None = None) -> jax.Array:
     """:func:`jaxdrop.concrete_dropout_regularizer` of the layer's kernel at the current rate."""
-    return concrete_dropout_regularizer(self.layer.kernel[...], self.rate, length_scale=self.length_scale,
-                                        data_size=self.data_size, precision=self.precision, input_dim=input_dim)
+    # Any layer with a kernel parameter: nnx.Module declares none (Python's types cannot say "a Module with").
+    kernel = self.layer.kernel[...]  # type: ignore[attr-defined]
+    return concrete_dropout_regularizer(
+        kernel, self.rate, length_scale=self.length_scale, data_size=self.data_size, precision=self.precision,
+        input_dim=input_dim)

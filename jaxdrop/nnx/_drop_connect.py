@@ -14,6 +14,10 @@ from jaxdrop.nnx._base import StochasticModule
 
 __all__ = ["DropConnectLinear"]
 
+# nnx.Linear's defaults, made once (as flax does).
+_KERNEL_INIT = nnx.initializers.lecun_normal()
+_BIAS_INIT = nnx.initializers.zeros_init()
+
 
 class DropConnectLinear(StochasticModule):
   """``nnx.Linear`` whose kernel goes through :func:`jaxdrop.drop_connect` while training.
@@ -40,6 +44,8 @@ class DropConnectLinear(StochasticModule):
     (2, 4)
   """
 
+  _rngs_optional = False  # its rngs also draws the parameters
+
   def __init__(
       self,
       in_features: int,
@@ -49,8 +55,8 @@ class DropConnectLinear(StochasticModule):
       use_bias: bool = True,
       mode: Mode = "inverted",
       mask_bits: int = 16,
-      kernel_init: Any = nnx.initializers.lecun_normal(),
-      bias_init: Any = nnx.initializers.zeros_init(),
+      kernel_init: Any = _KERNEL_INIT,
+      bias_init: Any = _BIAS_INIT,
       deterministic: bool | None = False,
       rng_collection: str = "dropout",
       rngs: nnx.Rngs,
@@ -58,7 +64,8 @@ class DropConnectLinear(StochasticModule):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.mode, self.mask_bits = rate, mode, mask_bits
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
-    self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32)) if use_bias else nnx.data(None)
+    self.bias = (nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32)) if use_bias
+                 else nnx.data(None))
 
   def __call__(
       self, inputs: jax.Array, *, deterministic: bool | None = None, rngs=None,

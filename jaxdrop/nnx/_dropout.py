@@ -55,7 +55,8 @@ class Dropout(RateModule):
     self.rate, self.broadcast_dims, self.mode, self.mask_bits = rate, tuple(broadcast_dims), mode, mask_bits
 
   def _train(self, key, inputs, rate):
-    return dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode, mask_bits=self.mask_bits)
+    return dropout(key, inputs, rate, broadcast_dims=self.broadcast_dims, mode=self.mode,
+                   mask_bits=self.mask_bits)
 
   def _eval(self, inputs, rate):
     return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
@@ -139,7 +140,8 @@ class DropBlock(RateModule):
       rngs: Rngs = None,
   ):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate, self.block_size, self.broadcast_dims, self.mask_bits = rate, block_size, tuple(broadcast_dims), mask_bits
+    self.rate, self.block_size, self.mask_bits = rate, block_size, mask_bits
+    self.broadcast_dims = tuple(broadcast_dims)
 
   def _train(self, key, inputs, rate):
     return drop_block(key, inputs, rate, block_size=self.block_size, broadcast_dims=self.broadcast_dims,

@@ -55,4 +55,6 @@ class GaussianNoise(StochasticModule):
     """Adds the noise (training unless deterministic); ``stddev`` overrides the attribute for this call."""
     stddev = check_stddev(self.stddev if stddev is None else stddev)
     deterministic, key = self.resolve(deterministic, rngs, random=needs_noise(stddev))
-    return inputs if deterministic else gaussian_noise(key, inputs, stddev, broadcast_dims=self.broadcast_dims)
+    if deterministic:
+      return inputs
+    return gaussian_noise(key, inputs, stddev, broadcast_dims=self.broadcast_dims)

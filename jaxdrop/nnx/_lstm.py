@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,8 @@ class LSTM(StochasticModule):
     (2, 8)
   """
 
+  _rngs_optional = False  # its rngs also draws the parameters
+
   def __init__(
       self,
       in_features: int,
@@ -54,7 +56,7 @@ class LSTM(StochasticModule):
       return_sequences: bool = False,
       unroll: int = 1,
       mask_bits: int = 16,
-      gate_masks: str = "keras",
+      gate_masks: Literal["keras", "shared"] = "keras",
       zoneout_cell: float = 0.0,
       zoneout_hidden: float = 0.0,
       kernel_init: Any = kernel_init,
@@ -83,7 +85,8 @@ class LSTM(StochasticModule):
     zoneout = (self.zoneout_cell, self.zoneout_hidden)
     deterministic, key = self.resolve(deterministic, rngs, dropout, recurrent_dropout, *zoneout)
     rates = (0.0, 0.0) if deterministic else (dropout, recurrent_dropout)
-    params = {"kernel": self.kernel[...], "recurrent_kernel": self.recurrent_kernel[...], "bias": self.bias[...]}
+    params = {"kernel": self.kernel[...], "recurrent_kernel": self.recurrent_kernel[...],
+              "bias": self.bias[...]}
     return lstm(
         params, inputs, key=key, dropout=rates[0], recurrent_dropout=rates[1],
         return_sequences=self.return_sequences, unroll=self.unroll, mask_bits=self.mask_bits,

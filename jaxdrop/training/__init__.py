@@ -10,7 +10,8 @@ Example:
   >>> from jaxdrop import training
   >>> x = jnp.linspace(-1, 1, 64)[:, None]
   >>> data = types.SimpleNamespace(x_train=x, y_train=2 * x, x_test=x, y_test=2 * x)
-  >>> task = training.Task(lambda p, x, train, key: x * p["w"], training.half_squared_error, classification=False)
+  >>> task = training.Task(lambda p, x, train, key: x * p["w"], training.half_squared_error,
+  ...                      classification=False)
   >>> options = training.FitOptions(epochs=20, batch_size=16, quiet=True)
   >>> result = training.fit(task, {"w": jnp.zeros(())}, optax.sgd(0.5), data, options, seed=0)
   >>> result.history["test_loss"][-1] < 1e-6
