@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import datetime
 import functools
-import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,11 @@ import numpy as np
 import optax
 
 import jaxdrop
+from experiments.files import write_json
 from experiments.models import CNN, MLP, MatConvNet
-from experiments.records import environment, write_json
+from experiments.records import environment
 from experiments.runner import linen_task
+from experiments.timing import interleaved_medians
 from jaxdrop import _bits, training
 from jaxdrop import linen as jdl
 from jaxdrop._masked import keep_for, masked_affine_stored
@@ -65,29 +66,6 @@ def _torch():
   except ImportError:
     return None
   return torch
-
-
-def interleaved_medians(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 2) -> dict[str, float]:
-  """Median seconds of each thunk, calling them round-robin ``reps`` times after ``warmup`` rounds.
-
-  Thunks whose name mentions torch run in rounds of their own after the
-  others: PyTorch's OpenMP threads keep spinning for a while after each op,
-  which on a 2-core machine takes the cores from the XLA call timed next.
-  """
-  torch_fns = {name: fn for name, fn in fns.items() if "torch" in str(name).lower()}
-  if torch_fns and len(torch_fns) < len(fns):
-    jax_fns = {name: fn for name, fn in fns.items() if name not in torch_fns}
-    return {**interleaved_medians(jax_fns, reps, warmup), **interleaved_medians(torch_fns, reps, warmup)}
-  for _ in range(warmup):
-    for fn in fns.values():
-      fn()
-  times: dict[str, list[float]] = {name: [] for name in fns}
-  for _ in range(reps):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _block(fn, *args):
@@ -391,10 +369,12 @@ def _torch_matconvnet(torch):
   )
 
 
-def bench_conv(reps: int = 3, steps: int = 10, batch: int = 64) -> list[dict[str, Any]]:
+def bench_conv(reps: int = 3, steps: int = 10, batch: int = 64,
+               models: Sequence[str] = ("E4 CNN", "E6 MatConvNet")) -> list[dict[str, Any]]:
   """Milliseconds per train step of E4's CNN (SGD with momentum) and E6's MatConvNet (Adam), over
   ``steps`` batches of CIFAR-10's shape: the jaxdrop engine (its automatic path and compiler options,
-  and forced into a scan), the plain-flax model in a jitted step loop, and PyTorch eager."""
+  and forced into a scan), the plain-flax model in a jitted step loop, and PyTorch eager. ``models``
+  picks some of the two."""
   torch = _torch()
   rng = np.random.default_rng(0)
   n = steps * batch
@@ -408,6 +388,8 @@ def bench_conv(reps: int = 3, steps: int = 10, batch: int = 64) -> list[dict[str
            ("E6 MatConvNet", MatConvNet(), MatConvNet(**plain_flax), lambda: optax.adam(1e-3), _torch_matconvnet,
             lambda params: torch.optim.Adam(params, lr=1e-3)))
   for name, model, reference, make_tx, make_torch, make_torch_opt in cases:
+    if name not in models:
+      continue
     fns = {}
     task = linen_task(model)
     params = model.init(jax.random.key(0), x[:1], train=False)["params"]
@@ -595,9 +577,9 @@ def run_bench(out_dir: str | Path, sections=SECTIONS, reps: int = 20, emit: Call
 
 def main(argv: list[str] | None = None) -> int:
   """``python -m benchmarks.bench [--sections ...] [--reps N] [--out DIR]``; returns the exit status."""
-  from experiments.cli import OneLineParser, add_output_options, check_backend, default_out, one_line_errors
+  from experiments.command_line import OneLineParser, add_output_options, check_backend, default_out, one_line_errors
+  from experiments.errors import ConfigError
   from experiments.run_folder import open_run_folder
-  from jaxdrop.errors import ConfigError
 
   parser = OneLineParser(
       prog="python -m benchmarks.bench",

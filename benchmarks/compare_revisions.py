@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
-from benchmarks.bench import interleaved_medians
+from experiments.timing import interleaved_medians
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"16-bit (default)": {}, "8-bit": {"mask_bits": 8}, "32-bit": {"mask_bits": 32}}

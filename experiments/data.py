@@ -17,6 +17,7 @@ Images are float32 in ``[0, 1]``, shaped ``(N, H, W, C)``; labels are int32.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -28,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdrop.errors import ConfigError, DatasetCorruptError, DatasetUnavailableError
+from experiments.errors import ConfigError, DatasetCorruptError, DatasetUnavailableError
+from experiments.files import read_json
 
 __all__ = [
     "DATASETS",
@@ -135,8 +137,6 @@ def _prepare_hint(name: str, data_dir: str) -> str:
 
 def _metadata_problem(path: str, name: str) -> str | None:
   """What is wrong with the tfds metadata file ``path`` (``name/<version>/dataset_info.json``); or None."""
-  from experiments.records import read_json
-
   try:
     info = read_json(path)
   except (OSError, ValueError) as e:
@@ -173,11 +173,37 @@ def _check_metadata(name: str, data_dir: str) -> None:
       )
 
 
+class _MissingVariantFolder(logging.Filter):
+  """Drops tfds' warning that a version folder "has no dataset_info.json" when that folder does not exist.
+
+  Asked whether a data set is prepared, tfds looks into ``data_dir/name/<version>`` and warns about the
+  missing metadata even when the folder itself is missing: the answer "not prepared" is the whole news, and
+  :func:`_open_tfds` says it (or falls back, for ``--dataset auto``). A folder that exists without its
+  metadata is a real problem: that warning stays (and :func:`_check_metadata` names damaged metadata).
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    folder = record.args[0] if isinstance(record.args, tuple) and record.args else None
+    return not (str(record.msg).startswith("Variant folder %s has no") and folder is not None
+                and not os.path.lexists(str(folder)))
+
+
+@contextlib.contextmanager
+def _no_warning_about_missing_folders():
+  logger, quiet = logging.getLogger("absl"), _MissingVariantFolder()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
 def _open_tfds(name: str, split: str, data_dir: str, download: bool):
   import tensorflow_datasets as tfds
 
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    with _no_warning_about_missing_folders():
+      return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as not_prepared:  # tfds raises several types for "no data here"
     _check_metadata(name, data_dir)  # ... and for damaged metadata: that is not "not prepared"
     if not download:

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 import jaxdrop
-from experiments import cli
+from experiments import command_line
 from experiments.config import Config, option
 from experiments.data import resolve_dataset
 from experiments.models import MLP
@@ -52,9 +52,7 @@ def run(config: E1Config, record, emit, quiet: bool) -> None:
   emit("Finished Training")
   emit(describe(entry) + " (dropout off at test time)")
   record.add_run(entry)
-  record.add_figure(plot_curves(
-      record.out_dir / "curves.png", [entry], ("train_loss", "train_acc", "test_acc"), title="E1: MLP with dropout 0.5"
-  ))
+  record.add_figure(plot_curves(record.out_dir / "curves.png", [entry], title="E1: MLP with dropout 0.5"))
 
 
 EXPERIMENT = Experiment(
@@ -67,4 +65,4 @@ EXPERIMENT = Experiment(
 
 
 if __name__ == "__main__":
-  sys.exit(cli.main(["run", "e1", *sys.argv[1:]]))
+  sys.exit(command_line.main(EXPERIMENT))

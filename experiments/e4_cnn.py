@@ -11,7 +11,7 @@ if __package__ in (None, ""):  # run as a script: import the experiments package
 import dataclasses
 
 import jaxdrop
-from experiments import cli
+from experiments import command_line
 from experiments.config import Config, option
 from experiments.data import resolve_dataset
 from experiments.models import CNN
@@ -54,9 +54,7 @@ def run(config: E4Config, record, emit, quiet: bool) -> None:
   entry["padding"] = padding
   emit(describe(entry))
   record.add_run(entry)
-  record.add_figure(plot_curves(
-      record.out_dir / "curves.png", [entry], ("train_loss", "train_acc", "test_acc"), title="E4: CNN with dropout 0.25"
-  ))
+  record.add_figure(plot_curves(record.out_dir / "curves.png", [entry], title="E4: CNN with dropout 0.25"))
 
 
 EXPERIMENT = Experiment(
@@ -70,4 +68,4 @@ EXPERIMENT = Experiment(
 
 
 if __name__ == "__main__":
-  sys.exit(cli.main(["run", "e4", *sys.argv[1:]]))
+  sys.exit(command_line.main(EXPERIMENT))

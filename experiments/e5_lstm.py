@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: import the experiments package
 import dataclasses
 
 import jaxdrop
-from experiments import cli
+from experiments import command_line
 from experiments.config import Config, option
 from experiments.data import resolve_dataset
 from experiments.models import StackedLSTM
@@ -47,10 +47,8 @@ def run(config: E5Config, record, emit, quiet: bool) -> None:
                        config, record, quiet=quiet, emit=emit)
   emit(describe(entry))
   record.add_run(entry)
-  record.add_figure(plot_curves(
-      record.out_dir / "curves.png", [entry], ("train_loss", "train_acc", "test_acc"),
-      title="E5: LSTM(128) - LSTM(64) - LSTM(32) with recurrent dropout",
-  ))
+  record.add_figure(plot_curves(record.out_dir / "curves.png", [entry],
+                                title="E5: LSTM(128) - LSTM(64) - LSTM(32) with recurrent dropout"))
 
 
 EXPERIMENT = Experiment(
@@ -64,4 +62,4 @@ EXPERIMENT = Experiment(
 
 
 if __name__ == "__main__":
-  sys.exit(cli.main(["run", "e5", *sys.argv[1:]]))
+  sys.exit(command_line.main(EXPERIMENT))

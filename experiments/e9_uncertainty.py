@@ -20,20 +20,21 @@ if __package__ in (None, ""):  # run as a script: import the experiments package
   sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 
 import jaxdrop
-from experiments import cli
+from experiments import command_line
 from experiments.calibration import expected_calibration_error, predictive_entropy, reliability
 from experiments.config import Config, option
 from experiments.data import resolve_dataset
 from experiments.models import MLP
 from experiments.plots import plot_curves, plot_reliability
-from experiments.records import describe, seed_summary
-from experiments.runner import Experiment, init_linen, linen_task, train_run
+from experiments.records import describe, metric_range, seed_summary
+from experiments.runner import Experiment, Part, init_linen, linen_task, train_run
 
 PREDICTORS = ("deterministic", "mc_dropout")
 
@@ -97,7 +98,8 @@ def run(config: E9Config, record, emit, quiet: bool) -> None:
     per_seed.append({"seed": seed, **{p: uncertainty(probs[p], data.y_test, config.bins) for p in PREDICTORS}})
     for p in PREDICTORS:
       pooled[p].append(probs[p])
-  summary = {p: {m: seed_summary([s[p][m] for s in per_seed]) for m in per_seed[0][p]} for p in PREDICTORS}
+  summary = {p: {m: seed_summary([s[p][m] for s in per_seed], metric_range(m)) for m in per_seed[0][p]}
+             for p in PREDICTORS}
   labels = np.tile(np.asarray(data.y_test), len(per_seed))
   tables = {p: {k: v.tolist() for k, v in reliability(np.concatenate(pooled[p]), labels, config.bins).items()}
             for p in PREDICTORS}
@@ -112,8 +114,42 @@ def run(config: E9Config, record, emit, quiet: bool) -> None:
   record.add_figure(plot_reliability(record.out_dir / "reliability.png",
                                      {"MC dropout": tables["mc_dropout"], "deterministic": tables["deterministic"]},
                                      title=f"E9: reliability on {data.name}, {len(per_seed)} seeds pooled"))
-  record.add_figure(plot_curves(record.out_dir / "curves.png", [entry], ("train_loss", "train_acc", "test_acc"),
-                                ylim=(0, 1), title="E9: the MLP with dropout"))
+  record.add_figure(plot_curves(record.out_dir / "curves.png", [entry], title="E9: the MLP with dropout"))
+
+
+def report_section(record: dict[str, Any], seeds: int) -> list[str]:
+  """reproduce's section on E9: accuracy, calibration error and entropy of both predictors, and the diagram."""
+  config = record["config"]
+  (run,) = record["runs"]
+  result = run["uncertainty"]
+  lines = [
+      "## E9: uncertainty you can see (MC dropout, beyond the tutorials)",
+      "",
+      f"E2's MLP with dropout {config['dropout1']}/{config['dropout2']} on {record['dataset']['name']},"
+      f" {config['epochs']} epochs, {len(run.get('seeds', [run.get('seed')]))} seeds. Each seed's network predicts"
+      " the test set deterministically (dropout off) and by MC dropout (the mean class probabilities of"
+      f" {result['mc_samples']} passes with dropout on, `jaxdrop.mc_dropout`). ECE: expected calibration error over"
+      f" {result['bins']} equal confidence bins; entropy: the mean predictive entropy (nats) of the right and of"
+      " the wrong predictions. Mean ± sd over the seeds, and the 95 % CI of the ECE (Student t, clipped to"
+      " [0, 1]).",
+      "",
+      "| predictor | test acc (mean ± sd) | ECE (mean ± sd) | ECE 95% CI | entropy, right | entropy, wrong |",
+      "|---|---|---|---|---|---|",
+  ]
+  for key, label in (("deterministic", "deterministic"), ("mc_dropout", "MC dropout")):
+    s = result["summary"][key]
+    ece = s["ece"]
+    lines.append(f"| {label} | {s['accuracy']['mean']:.4f} ± {s['accuracy']['sd']:.4f} | {ece['mean']:.4f} ±"
+                 f" {ece['sd']:.4f} | {ece['ci95'][0]:.4f}..{ece['ci95'][1]:.4f} | {s['entropy_correct']['mean']:.3f}"
+                 f" | {s['entropy_wrong']['mean']:.3f} |")
+  lines += ["", "The reliability diagram: accuracy against confidence per bin, the seeds' predictions pooled; below"
+            " it, how many predictions fell into each bin (most are confident and right, so the low-confidence"
+            " bins rest on few examples).", "",
+            "![E9: reliability diagram with bin counts](e9/reliability.png)", "",
+            "The training curves of the same networks (the mean over the seeds, a band of one sd; train metrics:"
+            " the running mean over the epoch, with dropout on):", "",
+            "![E9: training curves](e9/curves.png)", ""]
+  return lines
 
 
 EXPERIMENT = Experiment(
@@ -123,8 +159,9 @@ EXPERIMENT = Experiment(
     source="beyond the tutorials: Gal & Ghahramani (2016), Guo et al. (2017)",
     config=E9Config,
     run=run,
+    part=Part(report_section, options=lambda seeds: {"seeds": seeds}, quick={"epochs": 3, "mc_samples": 4}),
 )
 
 
 if __name__ == "__main__":
-  sys.exit(cli.main(["run", "e9", *sys.argv[1:]]))
+  sys.exit(command_line.main(EXPERIMENT))

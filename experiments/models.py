@@ -4,7 +4,7 @@ from-scratch MLP as a pure function of explicit parameters and keys.
 One definition per network: the benchmarks build their Flax references from
 these too, by passing ``dropout_layer=flax.linen.Dropout`` (or ``None`` for no
 dropout) and ``cpu_workarounds=False`` (plain ``nn.Conv``/``nn.max_pool`` instead of
-:mod:`jaxdrop.training.xla_cpu`'s workarounds).
+:mod:`jaxdrop.xla_cpu`'s workarounds).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 import jaxdrop
 from jaxdrop import linen as jdl
-from jaxdrop.training import xla_cpu
+from jaxdrop import xla_cpu
 
 __all__ = ["CNN", "MLP", "MatConvNet", "StackedLSTM", "ViT", "init_scratch_mlp", "scratch_mlp", "torch_linear_init"]
 
@@ -164,7 +164,7 @@ class MatConvNet(nn.Module):
   tap (the others would only ever see the zero padding: same function, no
   parameters that can never learn).
 
-  ``cpu_workarounds`` (default) uses :mod:`jaxdrop.training.xla_cpu`'s convolution
+  ``cpu_workarounds`` (default) uses :mod:`jaxdrop.xla_cpu`'s convolution
   (kernels larger than the map as one matmul, 17-37x faster on XLA:CPU) and
   max pooling; ``False`` plain ``nn.Conv`` and ``nn.max_pool`` (the same
   function and parameters). ``dropout_layer`` as in :class:`MLP`.

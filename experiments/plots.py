@@ -1,4 +1,5 @@
-"""PNG figures of training curves, in the style of d2l's ``Animator``.
+"""PNG figures of training curves and reliability, each saying what it shows: y labels, limits from the
+data (a log scale where a quantity spans decades), the spread over seeds, the count behind each point.
 
 Drawn on a ``matplotlib.figure.Figure`` with its own Agg canvas: no pyplot, so
 importing this module leaves the user's matplotlib backend alone.
@@ -7,97 +8,177 @@ importing this module leaves the user's matplotlib backend alone.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-__all__ = ["plot_curves", "plot_reliability"]
+__all__ = ["CLASSIFIER", "RUNNING_TRAIN", "draw_curves", "draw_reliability", "plot_curves",
+           "plot_reliability", "spans_decades"]
+
+# The panels of a classifier's curves: {y label: series of the history}.
+CLASSIFIER = {"cross-entropy loss": ("train_loss", "test_loss"), "accuracy": ("train_acc", "test_acc")}
+# What the engine's train metrics are unless a run evaluates the training set (FitOptions.eval_train).
+RUNNING_TRAIN = "train (running mean over the epoch, dropout on)"
+_STYLES = {"train": "--", "test": "-"}
 
 
-def plot_curves(
-    path: str | os.PathLike,
-    runs: Sequence[dict[str, Any]],
-    series: Sequence[str],
-    *,
-    log_y: bool = False,
-    ylim: tuple[float, float] | None = None,
-    title: str = "",
-) -> str:
-  """One panel per run, one line per series against the epoch; saved as a PNG.
+def spans_decades(values, decades: float = 2.0) -> bool:
+  """Whether positive ``values`` span at least ``decades`` orders of magnitude (a log axis shows them).
 
-  Args:
-    path: output file.
-    runs: dicts with a ``name`` and a ``history`` (``epoch`` and the series).
-    series: history keys to draw, e.g. ``("train_loss", "train_acc", "test_acc")``.
-    log_y: log-scale y axis (E3's losses).
-    ylim: fixed y range, e.g. ``(0, 1)`` for d2l's figures.
-    title: figure title.
-
-  Returns:
-    ``path`` as a string.
+  Example:
+    >>> spans_decades([0.002, 2.3]), spans_decades([0.1, 0.9]), spans_decades([-1.0, 5.0])
+    (True, False, False)
   """
-  n = len(runs)
-  cols = 2 if n == 4 else min(n, 3)
-  rows = -(-n // cols)
-  fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
-  axes = fig.subplots(rows, cols, squeeze=False)
-  for ax, run in zip(axes.flat, runs):
-    history = run["history"]
-    for name in series:
-      if name in history:
-        ax.plot(history["epoch"], history[name], marker="." if len(history["epoch"]) < 30 else None,
-                label=name.replace("_", " "))
-    ax.set_title(run["name"], fontsize=10)
-    ax.set_xlabel("epoch")
-    if log_y:
-      ax.set_yscale("log")
-    if ylim:
-      ax.set_ylim(*ylim)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  for ax in list(axes.flat)[n:]:
-    ax.axis("off")
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], np.float64)
+  return bool(values.size and values.min() > 0 and values.max() / values.min() >= 10**decades)
+
+
+def _series_label(name: str, train_label: str) -> str:
+  kind = name.split("_")[0]
+  return train_label if kind == "train" else "test" if kind == "test" else name.replace("_", " ")
+
+
+def _seed_histories(run: Mapping[str, Any]) -> list[dict[str, list[float]]]:
+  """The per-seed histories of a run entry with several seeds (``per_seed``); empty for one seed."""
+  return [entry["history"] for entry in run.get("per_seed", [])]
+
+
+def plot_curves(path: str | os.PathLike, runs: Sequence[Mapping[str, Any]], *args, **kwargs) -> str:
+  """Saves :func:`draw_curves` (same arguments after ``path``) as a PNG; returns ``path`` as a string."""
+  draw_curves(runs, *args, **kwargs).savefig(path, dpi=110)
   return str(path)
 
 
-def plot_reliability(
-    path: str | os.PathLike,
-    tables: dict[str, dict[str, Any]],
+def draw_curves(
+    runs: Sequence[Mapping[str, Any]],
+    panels: Mapping[str, Sequence[str]] = CLASSIFIER,
     *,
     title: str = "",
-) -> str:
-  """A reliability diagram: accuracy against confidence per bin, one line per predictor, and the diagonal.
+    train_label: str = RUNNING_TRAIN,
+    log: Sequence[str] = (),
+    separate: bool = False,
+) -> Figure:
+  """One panel per quantity, one colour per run, train dashed and test solid, against the epoch.
+
+  A run with several seeds (its ``per_seed`` entries) is drawn as the mean
+  with a band of one standard deviation over the seeds, cut to the range of
+  the seeds' own values (so an accuracy's band never passes 1, and a loss's
+  never reaches 0 on a log axis). A panel's y axis is
+  logarithmic when its values span two decades or more (or it is in ``log``);
+  its limits come from the data.
 
   Args:
-    path: output file.
-    tables: ``{label: reliability table}`` (``confidence``, ``accuracy``, ``count``,
+    runs: dicts with a ``name`` and a ``history`` (``epoch`` and the series), and optionally ``per_seed``.
+    panels: ``{y label: history keys}``, e.g. :data:`CLASSIFIER`.
+    title: figure title.
+    train_label: the legend's name of the ``train_*`` series (what the train metrics are).
+    log: y labels of panels drawn on a log scale whatever their span.
+    separate: a row of panels per run (runs of other tasks or lengths), instead of all runs in each panel.
+
+  Returns:
+    The figure (:func:`plot_curves` saves it).
+  """
+  panels = {label: [s for s in series if any(s in run["history"] for run in runs)]
+            for label, series in panels.items()}
+  panels = {label: series for label, series in panels.items() if series}
+  rows = [[run] for run in runs] if separate else [list(runs)]
+  fig = Figure(figsize=(max(4.6 * len(panels), 6.4), 3.4 * len(rows) + 1.0), layout="constrained")
+  grid = fig.subplots(len(rows), len(panels), squeeze=False)
+  colors = {run["name"]: f"C{i}" for i, run in enumerate(runs)}
+  for axes, row in zip(grid, rows, strict=True):
+    for ax, (ylabel, series) in zip(axes, panels.items(), strict=True):
+      _draw_panel(ax, row, series, ylabel, colors, log)
+    if separate:
+      axes[0].set_title(row[0]["name"], fontsize=10, loc="left")
+  present = {name.split("_")[0] for series in panels.values() for name in series}
+  handles = [Line2D([], [], color="black", linestyle=_STYLES[kind], label=_series_label(kind, train_label))
+             for kind in ("train", "test") if kind in present]
+  if len(runs) > 1 and not separate:
+    handles = [Line2D([], [], color=colors[run["name"]], label=run["name"]) for run in runs] + handles
+  if handles:  # below the panels, where it hides no curve
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8)
+  notes = [title] if title else []
+  if any(len(_seed_histories(run)) > 1 for run in runs):
+    notes.append("bands: ± 1 sd over the seeds around their mean, within the seeds' range")
+  if notes:
+    fig.suptitle("\n".join(notes), fontsize=10)
+  return fig
+
+
+def _draw_panel(ax, runs, series, ylabel: str, colors: dict[str, str], log: Sequence[str]) -> None:
+  """The lines (and seed bands) of ``series`` of each run on ``ax``, its y label and scale."""
+  shown = []
+  for run in runs:
+    history, seeds = run["history"], _seed_histories(run)
+    epochs = np.asarray(history["epoch"])
+    for name in series:
+      if name not in history:
+        continue
+      mean = np.asarray(history[name], np.float64)
+      shown.append(mean)
+      ax.plot(epochs, mean, color=colors[run["name"]], linestyle=_STYLES.get(name.split("_")[0], "-"),
+              marker="." if len(epochs) < 30 else None)
+      if len(seeds) > 1:
+        values = np.asarray([h[name] for h in seeds], np.float64)
+        sd = values.std(axis=0, ddof=1)
+        # Within the seeds' own values (a loss's band never reaches 0 on a log axis), and so within the
+        # metric's range (an accuracy's never passes 1).
+        low, high = np.maximum(mean - sd, values.min(axis=0)), np.minimum(mean + sd, values.max(axis=0))
+        ax.fill_between(epochs, low, high, color=colors[run["name"]], alpha=0.2, linewidth=0)
+        shown.append(values)
+  values = np.concatenate([np.ravel(v) for v in shown]) if shown else np.zeros(0)
+  if ylabel in log or spans_decades(values):
+    ax.set_yscale("log")
+    ylabel += " (log scale)"
+  elif values.size and values.min() < 0 < values.max():
+    ax.axhline(0, color="grey", linewidth=0.8)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+
+
+def plot_reliability(path: str | os.PathLike, tables: dict[str, dict[str, Any]], *, title: str = "") -> str:
+  """Saves :func:`draw_reliability` as a PNG; returns ``path`` as a string."""
+  draw_reliability(tables, title=title).savefig(path, dpi=110)
+  return str(path)
+
+
+def draw_reliability(tables: dict[str, dict[str, Any]], *, title: str = "") -> Figure:
+  """A reliability diagram with its bin counts: accuracy against confidence per bin, one line per predictor,
+  the diagonal, and below it how many examples fell into each bin.
+
+  Args:
+    tables: ``{label: reliability table}`` (``confidence``, ``accuracy``, ``count``, ``edges``,
       as :func:`experiments.calibration.reliability` returns them, arrays or lists).
     title: figure title.
 
   Returns:
-    ``path`` as a string.
+    The figure (:func:`plot_reliability` saves it).
   """
-  fig = Figure(figsize=(4.8, 4.4))
-  ax = fig.subplots()
-  ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-  for label, table in tables.items():
-    confidence, accuracy = (np.asarray(table[k], np.float64) for k in ("confidence", "accuracy"))
-    filled = np.asarray(table["count"]) > 0
-    ax.plot(confidence[filled], accuracy[filled], marker="o", label=label)
-  ax.set_xlabel("confidence (top probability)")
-  ax.set_ylabel("accuracy")
-  ax.set_xlim(0, 1)
-  ax.set_ylim(0, 1)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  fig = Figure(figsize=(5.2, 6.2), layout="constrained")
+  top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+  top.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+  for i, (label, table) in enumerate(tables.items()):
+    confidence, accuracy, count = (np.asarray(table[k], np.float64)
+                                   for k in ("confidence", "accuracy", "count"))
+    edges = np.asarray(table["edges"], np.float64)
+    filled = count > 0
+    top.plot(confidence[filled], accuracy[filled], marker="o", color=f"C{i}", label=label)
+    width = np.diff(edges) / (len(tables) + 1)
+    bottom.bar((edges[:-1] + width * (i + 0.5))[filled], count[filled], width=width[filled], align="edge",
+               color=f"C{i}", label=label)
+  top.set_ylabel("accuracy in the bin")
+  top.set_xlim(0, 1)
+  top.set_ylim(-0.02, 1.02)  # accuracy and confidence are probabilities: the square shows the diagonal
+  top.grid(alpha=0.3)
+  top.legend(fontsize=8)
+  bottom.set_yscale("log")
+  bottom.set_ylabel("examples (log scale)")
+  bottom.set_xlabel("confidence (top class probability), by bin")
+  bottom.grid(alpha=0.3)
   if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  return str(path)
+    top.set_title(title, fontsize=10)
+  return fig

@@ -1,4 +1,5 @@
-"""What a run leaves behind: ``record.json`` written atomically, and the facts it holds."""
+"""What a run leaves behind: ``record.json`` written atomically, and the facts it holds (the environment,
+the code, each run's history, hash and summary over seeds)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import dataclasses
 import datetime
 import functools
 import hashlib
-import json
 import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from experiments.files import write_json
 from jaxdrop.training import FitResult, param_sha256
 
 if TYPE_CHECKING:
   from experiments.config import Config
   from experiments.data import Dataset
-  from experiments.runner import Experiment
 
 __all__ = ["PINNED", "RunRecord", "code_fingerprint", "describe", "environment", "environment_differences",
-           "read_json", "run_entry", "seed_summary", "seeds_entry", "write_json"]
+           "mean_sd", "metric_range", "run_entry", "seed_summary", "seeds_entry"]
 
 
 # The facts of ``environment()`` that decide a run's bits: --resume and replay refuse a change in one of them.
@@ -176,62 +175,10 @@ def environment_differences(recorded: Any, now: dict[str, Any]) -> list[str]:
   return [_difference(k, recorded, now) for k in PINNED if k in recorded and recorded[k] != now.get(k)]
 
 
-def _default(obj):
-  if isinstance(obj, (np.floating, np.integer)):
-    return obj.item()
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  if isinstance(obj, Path):
-    return str(obj)
-  raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def _umask() -> int:
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-  """Writes ``obj`` as JSON through a temporary file and an atomic rename.
-
-  A crash leaves either the old file or the new one, never half of one.
-  """
-  path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide the record from the group
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, default=_default, allow_nan=True)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def read_json(path: str | os.PathLike) -> Any:
-  """The JSON value in ``path``.
-
-  Raises:
-    FileNotFoundError: ``path`` does not exist.
-    OSError: it cannot be read.
-    ValueError: it is not JSON, or is nested too deeply to parse (a hostile or
-      damaged file); the message is one line.
-  """
-  text = Path(path).read_text()
-  try:
-    return json.loads(text)
-  except RecursionError:
-    raise ValueError("its JSON is nested too deeply to be a jaxdrop file") from None
-
-
 def seeds_entry(name: str, seeds: list[int], entries: list[dict[str, Any]]) -> dict[str, Any]:
   """The record entry of several seeds of one run: mean curves, per-metric summaries, each seed's entry."""
   history = {k: np.mean([e["history"][k] for e in entries], axis=0).tolist() for k in entries[0]["history"]}
-  summary = {k: seed_summary([e["final"][k] for e in entries]) for k in entries[0]["final"]}
+  summary = {k: seed_summary([e["final"][k] for e in entries], metric_range(k)) for k in entries[0]["final"]}
   return {
       "name": name,
       "seeds": seeds,
@@ -245,15 +192,55 @@ def seeds_entry(name: str, seeds: list[int], entries: list[dict[str, Any]]) -> d
   }
 
 
-def seed_summary(values: list[float]) -> dict[str, Any]:
-  """Mean, sample standard deviation and Student-t 95 % confidence interval of the mean."""
+def metric_range(name: str) -> tuple[float, float]:
+  """The values a metric can take, by its name: ``[0, 1]`` for accuracies and calibration errors, ``[0, inf)``
+  for losses and entropies, anything for the rest.
+
+  Example:
+    >>> metric_range("train_acc"), metric_range("test_loss"), metric_range("w_norm")
+    ((0.0, 1.0), (0.0, inf), (-inf, inf))
+  """
+  if "acc" in name or name == "ece":
+    return 0.0, 1.0
+  if "loss" in name or "entropy" in name:
+    return 0.0, math.inf
+  return -math.inf, math.inf
+
+
+def seed_summary(values: list[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
+  """Mean, sample standard deviation and Student-t 95 % confidence interval of the mean, clipped to ``bounds``.
+
+  With few seeds the t interval is wide: an accuracy of 0.2 +- 0.1 over two seeds would reach below 0,
+  which no accuracy can. The interval is cut to the metric's range (:func:`metric_range`), and
+  ``ci95_clipped`` says whether it was.
+
+  Example:
+    >>> s = seed_summary([0.1, 0.3], bounds=(0.0, 1.0))
+    >>> round(s["mean"], 4), s["ci95"][0], s["ci95_clipped"]
+    (0.2, 0.0, True)
+  """
   from scipy import stats
 
   values = np.asarray(values, np.float64)
   mean, n = float(values.mean()), len(values)
   sd = float(values.std(ddof=1)) if n > 1 else 0.0
   half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else 0.0
-  return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n}
+  low, high = bounds
+  ci = [max(mean - half, low), min(mean + half, high)]
+  return {"mean": mean, "sd": sd, "ci95": ci, "ci95_clipped": ci != [mean - half, mean + half], "n": n}
+
+
+def mean_sd(values) -> str:
+  """``"0.9764 ± 0.0030"``: the mean and the sample standard deviation (``ddof=1``; 0 for one value), as the
+  report prints them.
+
+  Example:
+    >>> mean_sd([0.5, 0.7])
+    '0.6000 ± 0.1414'
+  """
+  values = np.asarray(values, np.float64)
+  sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  return f"{values.mean():.4f} ± {sd:.4f}"
 
 
 def run_entry(name: str, result: FitResult) -> dict[str, Any]:
@@ -279,16 +266,24 @@ def describe(entry: dict[str, Any]) -> str:
 
 
 class RunRecord:
-  """Accumulates ``record.json`` for one experiment run and writes it."""
+  """Accumulates ``record.json`` for one experiment run and writes it.
 
-  def __init__(self, experiment: Experiment, config: Config, out_dir: Path):
+  Args:
+    name: the experiment's name (``"e2"``).
+    title: its one-line title.
+    source: the tutorial (or paper) it reproduces.
+    config: its options.
+    out_dir: the run folder.
+  """
+
+  def __init__(self, name: str, title: str, source: str, config: Config, out_dir: Path):
     self.out_dir = out_dir
     self.had_record = (out_dir / "record.json").exists()
     self.started = time.perf_counter()
     self.data: dict[str, Any] = {
-        "experiment": experiment.name,
-        "title": experiment.title,
-        "source": experiment.source,
+        "experiment": name,
+        "title": title,
+        "source": source,
         "config": dataclasses.asdict(config),
         "seed": config.seed,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,34 +1,44 @@
-"""The experiments by name (``e1`` ... ``e8``), and running one into a folder with its record."""
+"""The experiments by name (``e1`` ... ``e9``): every script ``experiments/e<N>_<what>.py`` and its
+``EXPERIMENT``, in the order of N.
+
+The scripts are found on disk, not listed here: a new experiment is one new
+script (with its test and its line in docs/experiments.md), and no other file
+changes. Importing this module imports every script; no script imports it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
+import importlib
+import re
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from experiments import (
-    e1_mnist_mlp,
-    e2_d2l_mlp,
-    e3_weight_decay,
-    e4_cnn,
-    e5_lstm,
-    e6_small_nets,
-    e7_penalties,
-    e8_vit,
-    e9_uncertainty,
-)
-from experiments.records import RunRecord
-from experiments.runner import Emit, Experiment
-from jaxdrop.errors import ConfigError
+from experiments.errors import ConfigError
+from experiments.runner import Emit, Experiment, run_recorded
 
-__all__ = ["EXPERIMENTS", "get", "run_experiment"]
+__all__ = ["EXPERIMENTS", "SCRIPTS", "get", "run_experiment"]
 
-EXPERIMENTS: dict[str, Experiment] = {
-    m.EXPERIMENT.name: m.EXPERIMENT
-    for m in (e1_mnist_mlp, e2_d2l_mlp, e3_weight_decay, e4_cnn, e5_lstm, e6_small_nets, e7_penalties, e8_vit,
-              e9_uncertainty)
-}
+SCRIPT = re.compile(r"e(\d+)_\w+\.py")
+
+
+def _scripts() -> dict[str, ModuleType]:
+  """``{module name: module}`` of every ``e<N>_*.py`` beside this file, by N."""
+  found = [p.name for p in Path(__file__).parent.iterdir() if SCRIPT.fullmatch(p.name)]
+  found.sort(key=lambda name: int(SCRIPT.fullmatch(name).group(1)))
+  return {name[:-3]: importlib.import_module(f"{__package__}.{name[:-3]}") for name in found}
+
+
+SCRIPTS: dict[str, ModuleType] = _scripts()
+EXPERIMENTS: dict[str, Experiment] = {m.EXPERIMENT.name: m.EXPERIMENT for m in SCRIPTS.values()}
+
+
+def __getattr__(name: str) -> ModuleType:
+  """A script's module by its name (``from experiments.registry import e2_d2l_mlp``), as when the scripts
+  were listed here."""
+  if name in SCRIPTS:
+    return SCRIPTS[name]
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get(name: str) -> Experiment:
@@ -42,37 +52,19 @@ def get(name: str) -> Experiment:
 def run_experiment(
     name: str, out_dir: str | Path, *, emit: Emit | None = None, quiet: bool = True, **options: Any
 ) -> dict[str, Any]:
-  """Runs an experiment into ``out_dir`` (which must exist) and returns its record.
+  """Runs the experiment ``name`` into ``out_dir`` (which must exist) and returns its record.
 
   Args:
-    name: an experiment name (``e1`` ... ``e8``).
+    name: an experiment name (``e1`` ... ``e9``).
     out_dir: output folder for ``record.json`` and the PNGs.
     emit: receives the summary lines (default: logging).
     quiet: no progress bar.
     **options: config fields (``epochs=2``, ``dataset="digits"``, ...).
 
   Returns:
-    The record, also written to ``out_dir/record.json``. A run that raises
-    still writes its record, with ``status`` ``"failed"`` and the error,
-    unless it is a :class:`ConfigError` raised before any model was trained
-    (a usage error: nothing to record).
+    The record (see :func:`experiments.runner.run_recorded`).
+
+  Raises:
+    ConfigError: an unknown name or option, or an invalid value.
   """
-  experiment = get(name)
-  fields = {f.name for f in dataclasses.fields(experiment.config)}
-  unknown = sorted(set(options) - fields)
-  if unknown:
-    raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {name}; valid: {', '.join(sorted(fields))}.")
-  config = experiment.config(**options)
-  config.validate()
-  record = RunRecord(experiment, config, Path(out_dir))
-  emit = emit or logging.getLogger("jaxdrop").info
-  try:
-    experiment.run(config, record, emit, quiet)
-  except ConfigError as e:
-    if record.data["runs"]:
-      record.finish("failed", error=f"ConfigError: {e}")
-    raise
-  except BaseException as e:
-    record.finish("failed", error=f"{type(e).__name__}: {e}")
-    raise
-  return record.finish()
+  return run_recorded(get(name), out_dir, emit=emit, quiet=quiet, **options)

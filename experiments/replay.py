@@ -14,8 +14,9 @@ experiment's subfolder, the dropout comparison's (``dropout``), and the
 reproduce folder itself, whose parts are replayed one after the other.
 
 Everything a replay needs is checked before anything is trained: a damaged
-record is a one-line :class:`~jaxdrop.errors.ConfigError` naming the file and
-the field.
+record is a one-line :class:`~experiments.errors.ConfigError` naming the file and
+the field. A record written before an option was renamed replays under the
+option's new name (:data:`experiments.config.RENAMED`).
 """
 
 from __future__ import annotations
@@ -26,19 +27,23 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from experiments.config import config_values
-from experiments.records import PINNED, environment, environment_differences, read_json, write_json
+from experiments.config import RENAMED, config_values
+from experiments.e2_d2l_mlp import DROPOUT_VS_NONE as DROPOUT
+from experiments.e2_d2l_mlp import compare_dropout
+from experiments.errors import ConfigError, OutputMismatchError
+from experiments.files import read_json, write_json
+from experiments.records import PINNED, environment, environment_differences
 from experiments.registry import EXPERIMENTS, run_experiment
+from experiments.reproduce import PARTS
+from experiments.run_folder import MARKER_FILE
 from experiments.runner import Emit
-from jaxdrop.errors import ConfigError, OutputMismatchError
 
 __all__ = ["DROPOUT", "check_environment", "check_parts", "compare", "describe_replay", "load_parts",
            "load_record", "replay"]
 
 # Options that only decide how a run is saved: a replay trains straight through, without checkpoints.
 NOT_REPLAYED = {"resume": False, "checkpoint_every": 0}
-# The ``experiment`` of reproduce's dropout comparison's record (not a registered experiment).
-DROPOUT = "dropout_vs_none"
+# DROPOUT: the ``experiment`` of reproduce's dropout comparison's record (E2's part, not a registered experiment).
 REQUIRED = {"experiment", "config", "environment"}  # and "runs", but for the dropout comparison's "groups"
 REPRODUCE_KIND = "reproduce"
 
@@ -110,6 +115,11 @@ class _Checker:
     cls = EXPERIMENTS[record["experiment"]].config
     hints = typing.get_type_hints(cls)
     for key, value in config.items():
+      if key in RENAMED and key not in hints:  # an option renamed since: every one so far was a boolean
+        if not isinstance(value, bool):
+          self.fail(f"config.{key}", f"is {_shown(value)}, not true or false")
+        new, convert = RENAMED[key]
+        key, value = new, convert(value)
       if key not in hints:
         self.fail(f"config.{key}", f"is not an option of {record['experiment']} (its options:"
                   f" {', '.join(sorted(hints))})")
@@ -209,9 +219,6 @@ def load_record(run_dir: str | Path) -> dict[str, Any]:
 
 def _reproduce_parts(run_dir: Path) -> list[str] | None:
   """The parts ``reproduce`` wrote into ``run_dir``, if it is a reproduce folder (its marker says so)."""
-  from experiments.reproduce import PARTS
-  from experiments.run_folder import MARKER_FILE
-
   if (run_dir / "record.json").exists():
     return None
   try:
@@ -354,8 +361,6 @@ def compare(recorded: dict[str, Any], replayed: dict[str, Any]) -> dict[str, Any
 
 
 def _replay_dropout(record: dict[str, Any], out_dir: Path, emit: Emit, quiet: bool) -> dict[str, Any]:
-  from experiments.reproduce import compare_dropout
-
   return compare_dropout(out_dir, len(record["seeds"]), emit, quiet, epochs=record["epochs"])
 
 

@@ -15,7 +15,8 @@ it ends, so a lock file left by a crash never blocks the next run.
 * ``overwrite`` replaces only what jaxdrop wrote (the marker says so); a folder
   without one is refused, whatever it holds. Even then it removes only the
   files a run writes, by name (:data:`RUN_FILES`, ``record-failed-*.json``,
-  the step folders of ``checkpoints/``), never a folder that holds another
+  the step folders of ``checkpoints/``, and the same in the subfolders the
+  caller names as the run's ``parts``), never a folder that holds another
   run's marker or lock, and never anything a link points to.
 * A second process asking for a folder in use is refused.
 * Nothing is written through a link: the lock is opened with ``O_NOFOLLOW``
@@ -42,10 +43,15 @@ import re
 import socket
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from jaxdrop.errors import ConfigError, JaxdropError, OutputExistsError, OutputInUseError, OutputMismatchError
+from experiments.config import flag
+from experiments.errors import ConfigError, OutputExistsError, OutputInUseError, OutputMismatchError
+from experiments.files import read_json, write_json
+from experiments.records import environment_differences
+from jaxdrop.errors import JaxdropError
 
 __all__ = ["LOCK_FILE", "MARKER_FILE", "RUN_FILES", "RunFolder", "open_run_folder"]
 
@@ -69,10 +75,6 @@ CHECKPOINTS = "checkpoints"
 # folders, a step being written, a step quarantined twice (<step>-<n>).
 _STEP = re.compile(r"\d+(-\d+)?|\d+\.orbax-checkpoint-tmp.*")
 _DEPTH = 32  # orbax's step folders are 4 deep; a deeper tree is not one of them and is kept
-
-
-def _flag(name: str) -> str:
-  return "--" + name.replace("_", "-")
 
 
 def _out_error(path: Path, error: OSError) -> JaxdropError | PermissionError:
@@ -106,8 +108,6 @@ def _plain_json(path: Path) -> Any:
     OSError: it cannot be read.
     ValueError: it is not JSON, or is nested too deeply (one line).
   """
-  from experiments.records import read_json
-
   st = _lstat(path)
   return read_json(path) if st is not None and stat.S_ISREG(st.st_mode) else None
 
@@ -142,6 +142,9 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
     for key in ("options", "environment"):
       if marker.get(key) is not None and not isinstance(marker[key], dict):
         raise _damaged_marker(marker_path, f"{key!r} is {short(marker[key])}, not an object")
+    parts = marker.get("parts", [])
+    if not (isinstance(parts, list) and all(isinstance(p, str) for p in parts)):
+      raise _damaged_marker(marker_path, f"'parts' is {short(parts)}, not a list of folder names")
     return marker
   try:
     record = _plain_json(path / "record.json")
@@ -312,14 +315,10 @@ def _clear_run(fd: int, where: str, kept: list[str], parts: frozenset[str]) -> N
       os.rmdir(name, dir_fd=fd)
 
 
-def _overwrite(path: Path, kind: str) -> list[str]:
-  """Removes the earlier run's files from ``path``; returns what stayed inside what it cleared."""
+def _overwrite(path: Path, parts: frozenset[str]) -> list[str]:
+  """Removes the earlier run's files from ``path`` and from its ``parts``' folders; returns what stayed inside
+  what it cleared."""
   kept: list[str] = []
-  parts: frozenset[str] = frozenset()
-  if kind in ("reproduce", "replay"):  # the folders of reproduce's parts (or of their replays)
-    from experiments.reproduce import PARTS
-
-    parts = frozenset(PARTS)
   fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # it may be a link; nothing below it is
   try:
     _clear_run(fd, "", kept, parts)
@@ -333,7 +332,7 @@ def _overwrite(path: Path, kind: str) -> list[str]:
 
 def _option_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
   keys = sorted(set(saved) | set(now))
-  return [f"{_flag(k)}: the run has {saved.get(k)!r}, now {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+  return [f"{flag(k)}: the run has {saved.get(k)!r}, now {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
 class RunFolder:
@@ -434,8 +433,6 @@ def _lock(path: Path) -> int:
 
 
 def _check_environment(path: Path, recorded: dict[str, Any] | None, now: dict[str, Any] | None) -> None:
-  from experiments.records import environment_differences
-
   diffs = [] if recorded is None or now is None else environment_differences(recorded, now)
   if diffs:
     raise OutputMismatchError(
@@ -446,13 +443,11 @@ def _check_environment(path: Path, recorded: dict[str, Any] | None, now: dict[st
 
 
 def _write_marker(path: Path, kind: str, options: dict[str, Any] | None,
-                  environment: dict[str, Any] | None) -> None:
-  from experiments.records import write_json
-
+                  environment: dict[str, Any] | None, parts: list[str]) -> None:
   stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   # write_json renames a new file over the old name: a link there is replaced, never written through.
   write_json(path / MARKER_FILE, {"written_by": "jaxdrop", "kind": kind, "options": options, "created": stamp,
-                                  "environment": environment})
+                                  "environment": environment, "parts": parts})
 
 
 def _probe(path: Path) -> None:
@@ -490,6 +485,7 @@ def open_run_folder(
     overwrite: bool = False,
     resume: bool = False,
     environment: dict[str, Any] | None = None,
+    parts: Iterable[str] = (),
 ) -> RunFolder:
   """Creates (or reopens) a run's output folder and locks it for this process.
 
@@ -502,6 +498,11 @@ def open_run_folder(
     resume: continue the run the folder holds.
     environment: this process's ``experiments.records.environment()``; kept in
       the marker, and a resumed run must have the same pinned facts.
+    parts: the subfolders that runs of this kind write, each a run's folder of
+      its own (reproduce's parts, and a replay of a reproduce folder's). The
+      caller, who knows what its run writes, names them; the marker keeps
+      them, and ``overwrite`` clears those of the earlier run and this one's
+      as it clears the folder.
 
   Returns:
     A :class:`RunFolder`; call ``release()`` (or use it as a context manager)
@@ -516,12 +517,14 @@ def open_run_folder(
       folder where the lock goes, or something that is not a file where the
       run writes one (and, for ``resume``, a link there).
     OutputMismatchError: ``resume`` on a run of another kind, options or
-      environment; a marker that cannot be read or is damaged.
+      environment; a marker that cannot be read or is damaged (``parts`` not
+      a list of names, say).
     OutputInUseError: another process holds the folder.
     PermissionError: the folder cannot be created, read or written.
   """
   path = Path(path)
   options = None if options is None else json.loads(json.dumps(options))  # tuples become lists, as in the marker
+  parts = sorted(set(parts))
   if overwrite and resume:
     raise ConfigError("--overwrite starts afresh and --resume continues; pass only one of them.")
   try:
@@ -576,7 +579,7 @@ def open_run_folder(
         _in_the_way(path, resume=True)
       elif overwrite:
         _in_the_way(path, resume=False)
-        kept = _overwrite(path, marker["kind"])
+        kept = _overwrite(path, frozenset(parts) | frozenset(marker.get("parts", [])))
       else:
         raise OutputExistsError(
             f"output folder {path} already holds a run; choose another --out, pass --resume to continue it"
@@ -584,7 +587,7 @@ def open_run_folder(
         )
     fresh = marker is None or overwrite or not held
     if fresh:
-      _write_marker(path, kind, options, environment)
+      _write_marker(path, kind, options, environment, parts)
     _probe(path)
   except JaxdropError:
     os.close(lock_fd)

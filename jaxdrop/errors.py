@@ -1,16 +1,19 @@
-"""Every jaxdrop error: those a user can fix from the message alone (the command line reports them in one
-line, no traceback)."""
+"""Every error the library raises: those a user can fix from the message alone.
+
+Each message names the argument or the file and the fix in the library's own
+terms (``FitOptions.epochs``, ``resume=False``, a ``Checkpoints`` directory);
+the errors also carry the fix as fields, so that a command line built on the
+library can say it in its own flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
-    "ConfigError",
-    "DatasetCorruptError",
-    "DatasetUnavailableError",
     "JaxdropError",
-    "OutputExistsError",
-    "OutputInUseError",
-    "OutputMismatchError",
     "TrainingDivergedError",
 ]
 
@@ -19,40 +22,51 @@ class JaxdropError(Exception):
   """Base class of the errors a user can fix from the message alone."""
 
 
-class ConfigError(JaxdropError, ValueError):
-  """An experiment option has an invalid value."""
-
-
-class DatasetUnavailableError(JaxdropError, RuntimeError):
-  """A data set is not prepared locally and cannot be downloaded."""
-
-
-class DatasetCorruptError(JaxdropError, RuntimeError):
-  """A prepared data set's files cannot be read (truncated, wrong format)."""
-
-
-class OutputExistsError(JaxdropError, FileExistsError):
-  """The output folder already holds a run (pass --overwrite to replace it)."""
-
-
-class OutputInUseError(JaxdropError, RuntimeError):
-  """Another process holds the output folder's lock."""
-
-
-class OutputMismatchError(ConfigError):
-  """``--resume`` on a folder holding another experiment's run, or a run with other options."""
-
-
 class CheckpointError(JaxdropError, RuntimeError):
-  """No usable checkpoint where one was expected."""
+  """No usable checkpoint where one was expected.
+
+  Attributes:
+    directory: the checkpoint directory concerned (``None`` if not known).
+    fix: what changes to make it go away, by argument name: ``"resume"``
+      (start afresh: ``resume=False``), ``"directory"`` (another
+      :class:`~jaxdrop.training.Checkpoints` directory) or a
+      :class:`~jaxdrop.training.FitOptions` field such as ``"epochs"``; a
+      command line maps these names to its flags.
+
+  Example:
+    >>> e = CheckpointError("no readable checkpoint left", fix=("resume", "directory"))
+    >>> e.fix, str(e)
+    (('resume', 'directory'), 'no readable checkpoint left')
+  """
+
+  def __init__(self, message: str, *, directory: str | Path | None = None, fix: tuple[str, ...] = ()):
+    super().__init__(message)
+    self.directory = None if directory is None else Path(directory)
+    self.fix = tuple(fix)
 
 
 class CheckpointMismatchError(CheckpointError):
-  """The checkpoint was written by a run with a different configuration, or for arrays of other shapes."""
+  """The checkpoint was written by a run with a different configuration, or for arrays of other shapes.
+
+  Attributes:
+    step: the checkpoint's step (``None`` if not known).
+    at_least: where ``fix`` names one option that must grow (``("epochs",)``:
+      a run does not shrink), its smallest value that works; else ``None``.
+  """
+
+  def __init__(self, message: str, *, directory: str | Path | None = None, fix: tuple[str, ...] = (),
+               step: int | None = None, at_least: int | None = None):
+    super().__init__(message, directory=directory, fix=fix)
+    self.step, self.at_least = step, at_least
 
 
 class TrainingDivergedError(JaxdropError, FloatingPointError):
-  """The training loss became NaN or infinite."""
+  """The training loss became NaN or infinite.
+
+  Attributes:
+    step: the optimizer step (1-based) whose loss was not finite.
+    loss: that loss.
+  """
 
   def __init__(self, step: int, loss: float):
     self.step, self.loss = step, loss

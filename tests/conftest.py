@@ -12,8 +12,7 @@ import jax
 import pytest
 
 from experiments import reproduce
-from experiments.records import write_json
-from experiments.registry import run_experiment
+from experiments.files import write_json
 from tests.test_sharded_suite import SHARDED_SUITE
 
 collect_ignore = [] if os.environ.get(SHARDED_SUITE) else ["sharded"]
@@ -40,16 +39,17 @@ def pytest_collection_modifyitems(config, items):
   items.sort(key=rank)  # stable: the rest keep their order
 
 
-# A one-block ViT for two epochs: the experiment end to end, in seconds.
-E8_SMALL = dict(epochs=2, seeds=2, dim=16, depth=1, heads=2, mlp_dim=16)
+# The seeds of the small runs of the report's parts.
+SMALL_SEEDS = 2
 
 
 @pytest.fixture(scope="session")
 def small_records(tmp_path_factory, worker_id):
-  """Short offline runs of the report's parts (E3, dropout comparison, E7, E6, E8), once per test run.
+  """Short offline runs of the report's parts (each part's ``quick`` options, 2 seeds), once per test run.
 
-  The first pytest-xdist worker to ask computes them under a file lock in the run's shared temporary
-  folder; the others read them from there.
+  Returns ``(root, {part folder: record})``; each part's run is in ``root/<folder>``. The first pytest-xdist
+  worker to ask computes them under a file lock in the run's shared temporary folder; the others read them
+  from there.
   """
   shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
   root, done = shared / "small", shared / "small" / "records.json"
@@ -64,10 +64,7 @@ def small_records(tmp_path_factory, worker_id):
 def _small_runs(root):
   records = {}
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam (E6's convnet) mixes float and int32
-    for name, options in (("e3", dict(seeds=2, epochs=10)), ("e7", dict(epochs=2)),
-                          ("e6", dict(epochs=2, convnet_epochs=1)), ("e8", E8_SMALL),
-                          ("e9", dict(epochs=3, seeds=2, mc_samples=4))):
-      (root / name).mkdir()
-      records[name] = run_experiment(name, root / name, **options)
-    records["dropout"] = reproduce.compare_dropout(root / "dropout", 2, lambda line: None, True, epochs=2)
+    for folder, experiment in reproduce.parts().items():
+      records[folder] = experiment.run_part(root / folder, SMALL_SEEDS, lambda line: None, True,
+                                            **experiment.part.quick)
   return records

@@ -15,8 +15,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Every public module of the library and the namespace the API reference documents it under.
 PUBLIC_MODULES = ("jaxdrop", "jaxdrop.attention", "jaxdrop.linen", "jaxdrop.nnx", "jaxdrop.training",
-                  "jaxdrop.training.xla_cpu", "jaxdrop.errors")
-SUBMODULES = {"jaxdrop.attention", "jaxdrop.training.xla_cpu"}  # public names that are modules, each its own page
+                  "jaxdrop.xla_cpu", "jaxdrop.errors")  # jaxdrop.training.xla_cpu is jaxdrop.xla_cpu
+# Public names that are modules, each its own page (jaxdrop.training.xla_cpu is jaxdrop.xla_cpu's page).
+SUBMODULES = {"jaxdrop.attention", "jaxdrop.xla_cpu", "jaxdrop.training.xla_cpu"}
 
 
 def public_names():

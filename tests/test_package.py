@@ -52,7 +52,7 @@ def test_the_wheel_holds_the_library_its_license_and_types(dist):
   names = zipfile.ZipFile(wheel).namelist()
   tops = {name.split("/")[0] for name in names}
   assert tops == {"jaxdrop", f"jaxdrop-{jaxdrop.__version__}.dist-info"}, tops  # no experiments, benchmarks, tests
-  assert "jaxdrop/py.typed" in names and "jaxdrop/training/xla_cpu.py" in names
+  assert "jaxdrop/py.typed" in names and "jaxdrop/training/xla_cpu.py" in names and "jaxdrop/xla_cpu.py" in names
   assert any(name.endswith("licenses/LICENSE") for name in names), names
   metadata = zipfile.ZipFile(wheel).read(f"jaxdrop-{jaxdrop.__version__}.dist-info/METADATA").decode()
   assert "License-Expression: Apache-2.0" in metadata and f"Version: {jaxdrop.__version__}" in metadata

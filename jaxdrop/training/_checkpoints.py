@@ -199,7 +199,8 @@ class Checkpoints:
     keep: how many of the newest checkpoints to keep.
   """
 
-  def __init__(self, directory: str | Path, *, every_steps: int = 0, fingerprint: dict[str, Any] | None = None,
+  def __init__(self, directory: str | Path, *, every_steps: int = 0,
+               fingerprint: dict[str, Any] | None = None,
                keep: int = 3):
     if every_steps < 0:
       raise ValueError(f"every_steps must be >= 0, got {every_steps}.")
@@ -213,7 +214,8 @@ class Checkpoints:
     ocp = optional_import("orbax.checkpoint")
 
     if self._manager is None:
-      options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=False, create=True)
+      options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, enable_async_checkpointing=False,
+                                             create=True)
       self._manager = ocp.CheckpointManager(self.directory, options=options)
     return self._manager
 
@@ -237,7 +239,7 @@ class Checkpoints:
         raise CheckpointError(
             f"{path} is {what}, not a folder, so the checkpoints of"
             f" Checkpoints(directory={str(self.directory)!r}) cannot be kept there; move it away, or give"
-            " Checkpoints another directory."
+            " Checkpoints another directory.", directory=self.directory, fix=("directory",)
         )
 
   def _sweep(self) -> None:
@@ -275,12 +277,14 @@ class Checkpoints:
     if step in self.steps():
       return
     progress = _json_ready(progress)
-    meta = {"progress": progress, "state_sha256": param_sha256(state), "progress_sha256": _json_sha256(progress),
-            "shapes": _shapes(state), "dtypes": _dtypes(state), "fingerprint": self.fingerprint}
+    meta = {"progress": progress, "state_sha256": param_sha256(state),
+            "progress_sha256": _json_sha256(progress), "shapes": _shapes(state), "dtypes": _dtypes(state),
+            "fingerprint": self.fingerprint}
     meta = json.loads(json.dumps(meta))  # as it reads back, so that its hash is the one restore computes
     meta["meta_sha256"] = _json_sha256(meta)
     manager = self._open()
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    saved = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    manager.save(step, args=saved)
     manager.wait_until_finished()
     if jax.process_index() == 0:
       _write_file_list(self.directory / str(step))
@@ -321,7 +325,8 @@ class Checkpoints:
         self._quarantine(step, ValueError(problem))
         continue
       try:
-        state = self._open().restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+        wanted = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        state = self._open().restore(step, args=wanted).state
       except Exception as e:  # noqa: BLE001 (as above)
         tried.append(step)
         self._quarantine(step, e)
@@ -333,8 +338,9 @@ class Checkpoints:
       return state, meta["progress"]
     if tried or self._quarantined():
       raise CheckpointError(
-          f"no readable checkpoint left in {self.directory}: step(s) {tried or self._quarantined()} were corrupt and"
-          f" moved to {self._corrupt_dir()}; start a fresh run (without --resume) in another --out folder."
+          f"no readable checkpoint left in {self.directory}: step(s) {tried or self._quarantined()} were"
+          f" corrupt and moved to {self._corrupt_dir()}; start a fresh run (resume=False) in another"
+          " checkpoint directory.", directory=self.directory, fix=("resume", "directory"),
       )
     return None
 
@@ -368,8 +374,9 @@ class Checkpoints:
     while dest.exists() or dest.is_symlink():
       dest, n = corrupt / f"{step}-{n}", n + 1
     corrupt.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(self.directory / str(step)), str(dest))  # dest is free: a rename (a link: the link itself)
-    log.warning("checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s and trying the previous one",
+    shutil.move(str(self.directory / str(step)), str(dest))  # dest is free: a rename (a link: the link)
+    log.warning("checkpoint at step %d in %s is unreadable (%s: %s); moved it to %s and trying the previous"
+                " one",
                 step, self.directory, type(error).__name__, (str(error).splitlines() or [""])[0][:200], dest)
 
   def _check_shapes(self, saved: dict[str, list[int]] | None, now: dict[str, list[int]], step: int) -> None:
@@ -378,9 +385,11 @@ class Checkpoints:
     diffs = [f"{k}: checkpoint {saved.get(k, 'absent')}, now {now.get(k, 'absent')}"
              for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
     raise CheckpointMismatchError(
-        f"the checkpoint at step {step} in {self.directory} holds arrays of other shapes than this run's model"
+        f"the checkpoint at step {step} in {self.directory} holds arrays of other shapes than this run's"
+        " model"
         f" ({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}): an option that sizes the model or the"
-        " number of seeds differs; resume with the run's options, or start a fresh run in another --out folder."
+        " number of seeds differs; resume with the run's options, or start a fresh run (resume=False) in"
+        " another checkpoint directory.", directory=self.directory, fix=("resume", "directory"), step=step,
     )
 
   def _check_fingerprint(self, saved: dict[str, Any], step: int) -> None:
@@ -390,6 +399,8 @@ class Checkpoints:
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {self.fingerprint.get(k)!r}" for k in keys
              if saved.get(k) != self.fingerprint.get(k)]
     raise CheckpointMismatchError(
-        f"the checkpoint at step {step} in {self.directory} was written by a run with a different configuration"
-        f" ({'; '.join(diffs)}); resume with the same options, or start a fresh run in another --out folder."
+        f"the checkpoint at step {step} in {self.directory} was written by a run with a different"
+        f" configuration ({'; '.join(diffs)}); resume with the same options, or start a fresh run"
+        " (resume=False) in another checkpoint directory.", directory=self.directory,
+        fix=("resume", "directory"), step=step,
     )

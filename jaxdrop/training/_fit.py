@@ -93,7 +93,8 @@ def fit(
     >>> x = jnp.linspace(-1, 1, 64)[:, None]
     >>> data = types.SimpleNamespace(x_train=x, y_train=3 * x, x_test=x, y_test=3 * x)
     >>> task = Task(lambda p, x, train, key: x * p["w"], half_squared_error, classification=False)
-    >>> result = fit(task, {"w": jnp.zeros(())}, optax.sgd(0.5), data, epochs=20, batch_size=16, seed=0, quiet=True)
+    >>> result = fit(task, {"w": jnp.zeros(())}, optax.sgd(0.5), data, epochs=20, batch_size=16, seed=0,
+    ...              quiet=True)
     >>> round(float(result.state.params["w"]), 3)
     3.0
   """
@@ -136,17 +137,20 @@ def fit_seeds(
     One :class:`FitResult` per seed, in order.
   """
   if mesh is not None:
-    raise ValueError("fit_seeds trains the seeds on one device; pass mesh=None (or train the seeds one by one).")
+    raise ValueError("fit_seeds trains the seeds on one device; pass mesh=None (or train the seeds one by"
+                     " one).")
   options = _options(options, option_fields)
   params = jax.jit(jax.vmap(lambda s: init(run_keys(s)["init"])))(jnp.asarray(seeds))
-  return _Run(task, tx, data, options, list(seeds), batched=True, mesh=None).train(params, checkpoints, resume)
+  run = _Run(task, tx, data, options, list(seeds), batched=True, mesh=None)
+  return run.train(params, checkpoints, resume)
 
 
 class _Run:
   """One :func:`fit` (``batched=False``) or :func:`fit_seeds` (a leading runs axis) from start to end."""
 
   def __init__(self, task, tx, data, options: FitOptions, seeds: list[int], *, batched: bool, mesh):
-    self.task, self.tx, self.options, self.seeds, self.batched, self.mesh = task, tx, options, seeds, batched, mesh
+    self.task, self.tx, self.options, self.seeds = task, tx, options, seeds
+    self.batched, self.mesh = batched, mesh
     # Batched keys come from vmap: jnp.stack of typed keys trips jax's key-reuse checker.
     keys = jax.vmap(run_keys)(jnp.asarray(seeds)) if batched else run_keys(seeds[0])
     self.shuffle_keys, self.dropout_keys = keys["shuffle"], keys["dropout"]
@@ -170,7 +174,7 @@ class _Run:
         path, reason = xla_cpu.path_for(convolves)
       if options == "auto":
         options = xla_cpu.compiler_options_for(convolves)
-    return path, reason, options or {}
+    return path, reason, options if isinstance(options, dict) else {}  # None: XLA's defaults
 
   def _initial_state(self, params):
     create = lambda p: TrainState.create(apply_fn=self.task.apply, params=p, tx=self.tx)
@@ -188,10 +192,11 @@ class _Run:
     progress = Progress.from_json(saved, self.task)
     step = int(np.max(state.step))
     if progress.epoch - 1 > self.options.epochs:
+      trained = progress.epoch - 1
       raise CheckpointMismatchError(
-          f"the checkpoint at step {step} in {checkpoints.directory} has trained {progress.epoch - 1} epochs, more"
-          f" than epochs={self.options.epochs}: resume with --epochs {progress.epoch - 1} or more (a run does not"
-          " shrink)."
+          f"the checkpoint at step {step} in {checkpoints.directory} has trained {trained} epochs, more than"
+          f" epochs={self.options.epochs}: resume with epochs={trained} or more (a run does not shrink).",
+          directory=checkpoints.directory, fix=("epochs",), step=step, at_least=trained,
       )
     if self.replicated is not None:
       state = jax.device_put(state, self.replicated)
@@ -202,7 +207,8 @@ class _Run:
     path, reason, compiler_options = self._execution(params)
     batch_sharding = None
     if self.mesh is not None:
-      batch_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.mesh.axis_names[0]))
+      along_data = jax.sharding.PartitionSpec(self.mesh.axis_names[0])
+      batch_sharding = jax.sharding.NamedSharding(self.mesh, along_data)
     run_epoch = make_train_epoch(self.task, opts.batch_size, path, seeds_axis=self.batched,
                                  batch_invariant=opts.batch_invariant, batch_sharding=batch_sharding,
                                  compiler_options=compiler_options or None)
@@ -226,12 +232,14 @@ class _Run:
           count = min(count, checkpoints.every_steps - first_step % checkpoints.every_steps)
         # Every piece of an epoch redraws the epoch's shuffle from the same key (clone: on purpose).
         piece_key = None if shuffle_key is None else jax.random.clone(shuffle_key)
-        state, metrics = run_epoch(state, x_train, y_train, piece_key, self.dropout_keys, progress.epoch_step, count)
+        state, metrics = run_epoch(state, x_train, y_train, piece_key, self.dropout_keys, progress.epoch_step,
+                                   count)
         metrics = {k: np.asarray(v).reshape(runs, -1) for k, v in metrics.items()}
         _check_finite(metrics["loss"], first_step)
         progress.add_pending(metrics)
         progress.epoch_step += count
-        if progress.epoch_step < steps_per_epoch and checkpoints is not None and checkpoints.due(first_step + count):
+        mid_epoch = progress.epoch_step < steps_per_epoch
+        if mid_epoch and checkpoints is not None and checkpoints.due(first_step + count):
           checkpoints.save(state, progress.to_json())
       if epoch % opts.eval_every == 0 or epoch == opts.epochs:
         self._record_epoch(progress, epoch, state)
@@ -243,11 +251,13 @@ class _Run:
         checkpoints.save(state, progress.to_json())
     bar.close()
     execution = {"path": path, "reason": reason, "runs_vmapped": runs if self.batched else 1,
-                 "batch_invariant_masks": opts.batch_invariant, "devices": 1 if self.mesh is None else self.mesh.size,
+                 "batch_invariant": opts.batch_invariant,
+                 "devices": 1 if self.mesh is None else self.mesh.size,
                  "compiler_options": compiler_options, "resumed_from_step": resumed_from}
-    states = [jax.tree.map(lambda a: a[i], state) for i in range(runs)] if self.batched else [state]
-    step_losses = [[np.asarray(l, np.float32) for l in run] for run in progress.step_losses]
-    return [FitResult(st, h, sl, execution) for st, h, sl in zip(states, progress.histories, step_losses, strict=True)]
+    states = [jax.tree.map(lambda a, i=i: a[i], state) for i in range(runs)] if self.batched else [state]
+    step_losses = [[np.asarray(losses, np.float32) for losses in run] for run in progress.step_losses]
+    return [FitResult(st, h, sl, execution)
+            for st, h, sl in zip(states, progress.histories, step_losses, strict=True)]
 
   def _record_epoch(self, progress: Progress, epoch: int, state) -> None:
     """Appends epoch ``epoch``'s train and (deterministic) test metrics to each run's history."""
@@ -261,10 +271,12 @@ class _Run:
     if self.options.eval_train:
       train_m = metrics_on(self.train_data)
     else:  # the running average over this epoch's training steps
-      sums = {k: np.sum(np.asarray(v, np.float32), axis=-1) for k, v in progress.pending.items() if k != "loss"}
+      sums = {k: np.sum(np.asarray(v, np.float32), axis=-1) for k, v in progress.pending.items()
+              if k != "loss"}
       train_m = summarize(task, sums if self.batched else {k: v[0] for k, v in sums.items()})
     for run, history in enumerate(progress.histories):
-      pick = (lambda v: v[run]) if self.batched else (lambda v: v)
+      def pick(v, run=run):
+        return v[run] if self.batched else v
       history["epoch"].append(epoch)
       history["train_loss"].append(pick(train_m["loss"]))
       history["test_loss"].append(pick(test_m["loss"]))

@@ -64,5 +64,5 @@ class FitOptions:
     options = self.compiler_options
     if not (options is None or options == "auto" or (isinstance(options, dict) and all(
         isinstance(k, str) and isinstance(v, (str, bool, int, float)) for k, v in options.items()))):
-      raise ValueError(f"FitOptions.compiler_options must be 'auto', None or a dict of XLA option names to values,"
-                       f" got {options!r}.")
+      raise ValueError(f"FitOptions.compiler_options must be 'auto', None or a dict of XLA option names to"
+                       f" values, got {options!r}.")

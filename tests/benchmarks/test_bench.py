@@ -9,21 +9,12 @@ from benchmarks import bench
 from experiments.models import MLP
 
 
-def test_interleaved_medians_runs_every_thunk_reps_times_and_torch_last():
-  calls = []
-  fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "torch b", "c")}
-  medians = bench.interleaved_medians(fns, reps=3, warmup=1)
-  assert set(medians) == set(fns) and all(m >= 0 for m in medians.values())
-  assert calls.count("a") == calls.count("c") == calls.count("torch b") == 4
-  assert calls.index("torch b") > max(i for i, c in enumerate(calls) if c != "torch b")
-
-
 def test_every_dropout_variant_runs_and_agrees_with_the_others_where_it_must():
   x = jax.numpy.ones((4, 1024))
   outputs = {name: fn(jax.random.key(0), x) for name, fn in bench.dropout_variants().items()}
   for name, y in outputs.items():
     assert y.shape == x.shape, name
-    if name != "copy (yardstick)":  # every dropout at rate 0.5: each element 0 or 2
+    if name != "copy (yardstick)":  # every dropout at rate 0.5: each element 0 or 2 (1 * 2.0: exact anywhere)
       assert set(jax.numpy.unique(y).tolist()) <= {0.0, 2.0}, name
 
 
@@ -113,6 +104,7 @@ def test_the_training_sections_run_on_small_sizes():
   seeds = bench.bench_seeds(ks=(1, 2), epochs=1)
   assert [(r["k"], r["total_s"] > 0) for r in seeds] == [(1, True), (2, True)] * 2
   with jax.numpy_dtype_promotion("standard"):  # optax's Adam (E6's convnet) mixes float and int32
-    conv = bench.bench_conv(reps=1, steps=1, batch=2)
-  assert {r["model"] for r in conv} == {"E4 CNN", "E6 MatConvNet"}
+    conv = bench.bench_conv(reps=1, steps=1, batch=2, models=("E4 CNN",))  # E6's compiles cost a minute
+  assert {r["model"] for r in conv} == {"E4 CNN"}
+  assert {r["variant"] for r in conv} >= {"jaxdrop engine (scan)", "plain flax, jitted step loop"}
   assert all(r["ms_per_step"] > 0 for r in conv)

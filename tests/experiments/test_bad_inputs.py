@@ -12,12 +12,12 @@ import time
 import pytest
 
 from experiments import cli, data
+from experiments.errors import DatasetCorruptError, DatasetUnavailableError
 from experiments.registry import run_experiment
 from jaxdrop import training
-from jaxdrop.errors import DatasetCorruptError, DatasetUnavailableError
 
 CLI_USAGE = [  # argparse errors: exit 2, one line, the valid choices
-    ("unknown experiment", ["run", "e10"], "invalid choice: 'e10' (choose from 'e1', 'e2'"),
+    ("unknown experiment", ["run", "e0"], "invalid choice: 'e0' (choose from 'e1', 'e2'"),
     ("unknown option", ["run", "e2", "--dropout3", "0.1"], "unrecognized arguments: --dropout3"),
     ("unknown data set", ["run", "e2", "--dataset", "imagenet"], "invalid choice: 'imagenet' (choose from 'auto', 'mnist'"),
     ("non-numeric epochs", ["run", "e2", "--epochs", "two"], "invalid int value: 'two'"),
@@ -57,6 +57,8 @@ CLI_VALUES = [  # checked before anything is created: exit 2, one line
     ("negative seed", ["--seed", "-1"], "--seed must be an integer in 0..4294967295"),
     ("negative momentum", ["e1", "--momentum", "-0.5"], "--momentum must be a finite number >= 0"),
     ("--out is /dev/null", ["--out", "/dev/null"], "--out /dev/null is a file, not a folder"),
+    ("unknown compiler options", ["--compiler-options", "fast"],
+     "--compiler-options: invalid choice 'fast'; choose from auto, none"),
     ("checkpoints across processes", ["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "0",
                                       "--checkpoint-every", "5"], "not supported across several processes"),
 ]

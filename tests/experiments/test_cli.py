@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cli, reproduce
+from experiments import cli, command_line, reproduce
 
 ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted((p.name for p in (ROOT / "experiments").glob("e[0-9]*_*.py")), key=lambda n: int(n[1:].split("_")[0]))
 
 
 def test_list_shows_every_experiment(capsys):
   assert cli.main(["list"]) == 0
   lines = capsys.readouterr().out.splitlines()
-  assert [line.split()[0] for line in lines] == [f"e{i}" for i in range(1, 10)]
+  names = [line.split()[0] for line in lines]
+  assert names == [script.split("_")[0] for script in SCRIPTS]  # every script on disk, in the order of N
+  assert names[:9] == [f"e{i}" for i in range(1, 10)]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "e2", "--help"], ["reproduce", "--help"]])
@@ -24,6 +27,34 @@ def test_help_everywhere(argv, capsys):
   with pytest.raises(SystemExit) as exit_:
     cli.main(argv)
   assert exit_.value.code == 0 and "usage: python -m experiments" in capsys.readouterr().out
+
+
+def test_reproduce_help_names_every_part(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["reproduce", "--help"])
+  out = " ".join(capsys.readouterr().out.split())
+  for folder, experiment in reproduce.parts().items():
+    assert f"{experiment.name} ({folder}/)" in out
+
+
+def test_the_run_options_carry_fitoptions_names_and_the_old_flags_still_work(capsys):
+  import dataclasses
+
+  from experiments.e2_d2l_mlp import EXPERIMENT
+  from jaxdrop.training import FitOptions
+
+  parser = command_line.OneLineParser(prog="p")
+  command_line.add_run_options(parser, EXPERIMENT)
+  fit = {f.name for f in dataclasses.fields(FitOptions)}
+  assert {"batch_invariant", "compiler_options", "path", "batch_size", "epochs"} <= fit & set(vars(parser.parse_args([])))
+  new = vars(parser.parse_args(["--batch-invariant", "--compiler-options", "none"]))
+  assert new["batch_invariant"] is True and new["compiler_options"] is None
+  assert vars(parser.parse_args(["--batch-invariant-masks", "--no-tuned-xla"])) == new  # the old spellings, hidden
+  assert parser.parse_args(["--tuned-xla"]).compiler_options == "auto"
+  parser.print_help()
+  shown = capsys.readouterr().out
+  assert "--batch-invariant" in shown and "--compiler-options {auto,none}" in shown
+  assert "tuned-xla" not in shown and "batch-invariant-masks" not in shown
 
 
 def test_run_writes_its_folder_and_refuses_to_overwrite(tmp_path, capsys):
@@ -52,13 +83,20 @@ def test_offline_dataset_error_is_one_line(tmp_path, capsys, monkeypatch):
 def test_report_renders_every_part(small_records):
   _, records = small_records
   text = reproduce.render_report(records, 12.0, seeds=2)
+  assert list(records) == list(reproduce.PARTS) and reproduce.PARTS[:6] == ("dropout", "e3", "e6", "e7", "e8", "e9")
+  for folder, record in records.items():  # every part's section, and every figure it drew linked from it
+    experiment = reproduce.parts()[folder]
+    assert "\n".join(experiment.part.section(record, 2)) in text
+    for figure in record["figures"]:
+      assert f"]({folder}/{figure})" in text, (folder, figure)
   for needle in ("## E3", "13.1113", "| scratch | 0 |", "## Dropout against no dropout", "narrow", "## E7",
-                 "| l1 |", "## E6", "| matconvnet |", "](e3/losses.png)", "](dropout/curves.png)", "## E8",
-                 "| jaxdrop |", "| flax |", "](e8/curves.png)", "## E9", "| MC dropout |", "](e9/reliability.png)"):
+                 "| l1 |", "| l1_small |", "## E6", "| matconvnet |", "## E8", "| jaxdrop |", "| flax |", "## E9",
+                 "| MC dropout |", "](e9/curves.png)", "half squared error", "collapses to chance",
+                 "running mean over the epoch", "clipped to the metric's range"):
     assert needle in text, needle
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "experiments").glob("e[0-9]_*.py")))
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_every_experiment_script_runs_on_its_own(script, tmp_path):
   """``python experiments/eN_*.py --help`` works from any folder: the script is ``run eN`` of the command."""
   name = script.split("_")[0]
@@ -73,7 +111,7 @@ def test_default_out_names_do_not_collide_and_sort_by_time(tmp_path, monkeypatch
   import types
 
   monkeypatch.chdir(tmp_path)
-  first = cli.default_out("e3")
+  first = command_line.default_out("e3")
   assert first.parent == Path("runs") and first.name.startswith("e3-20") and first.name.endswith(f"-{os.getpid()}")
 
   class Frozen(datetime.datetime):
@@ -81,11 +119,11 @@ def test_default_out_names_do_not_collide_and_sort_by_time(tmp_path, monkeypatch
     def now(cls, tz=None):
       return datetime.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=tz)
 
-  monkeypatch.setattr(cli, "datetime", types.SimpleNamespace(datetime=Frozen, UTC=datetime.UTC))
-  same = cli.default_out("e3")
+  monkeypatch.setattr(command_line, "datetime", types.SimpleNamespace(datetime=Frozen, UTC=datetime.UTC))
+  same = command_line.default_out("e3")
   assert same.name == f"e3-20300102-030405.678901-{os.getpid()}"
-  monkeypatch.setattr(cli.os, "getpid", lambda: 4242)  # another process started in the same microsecond
-  assert cli.default_out("e3").name == "e3-20300102-030405.678901-4242"
+  monkeypatch.setattr(command_line.os, "getpid", lambda: 4242)  # another process started in the same microsecond
+  assert command_line.default_out("e3").name == "e3-20300102-030405.678901-4242"
   (tmp_path / "runs" / "e3-20300102-030405.678901-4242").mkdir(parents=True)  # taken: the next name
-  assert cli.default_out("e3").name == "e3-20300102-030405.678901-4242-2"
+  assert command_line.default_out("e3").name == "e3-20300102-030405.678901-4242-2"
   assert sorted([str(first), str(same)]) == [str(first), str(same)]  # later names sort later

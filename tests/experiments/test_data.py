@@ -1,5 +1,6 @@
 """Data sets: bundled, tfds (mocked, never the network), offline failures."""
 
+import logging
 import os
 import time
 
@@ -9,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import data
-from jaxdrop.errors import DatasetUnavailableError
+from experiments.errors import DatasetUnavailableError
 
 
 def test_digits_is_a_fixed_stratified_split_in_unit_range():
@@ -68,6 +69,17 @@ def test_auto_falls_back_to_the_offline_default_without_touching_the_network(tmp
   assert ds.name == "digits" and "fashion_mnist" in ds.note and str(tmp_path) in ds.note
   with tfds.testing.mock_data(num_examples=4):
     assert data.resolve_dataset("auto", "mnist", str(tmp_path)).name == "mnist"
+
+
+def test_no_warning_about_a_version_folder_that_does_not_exist_but_one_about_a_folder_that_does(tmp_path, caplog):
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    assert data.resolve_dataset("auto", "fashion_mnist", str(tmp_path)).name == "digits"
+  assert not [r for r in caplog.records if r.name == "absl"], caplog.text  # nothing there: nothing to warn of
+  caplog.clear()
+  (tmp_path / "fashion_mnist" / "3.0.1").mkdir(parents=True)  # a version folder without its metadata
+  with caplog.at_level(logging.WARNING, logger="absl"):
+    assert data.resolve_dataset("auto", "fashion_mnist", str(tmp_path)).name == "digits"
+  assert "has no dataset_info.json" in caplog.text  # a real problem: still said
 
 
 def test_unknown_dataset_lists_choices():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from experiments import registry
+from experiments.errors import ConfigError
 from experiments.registry import EXPERIMENTS, run_experiment
-from jaxdrop.errors import ConfigError
 
 RECORD_KEYS = {"experiment", "config", "seed", "environment", "dataset", "runs", "figures", "wall_time_s", "status"}
 
@@ -73,11 +74,52 @@ def test_e5_runs_offline(tmp_path):
   assert "row" in record["dataset"]["note"]
 
 
-@pytest.mark.parametrize("name", ["e6", "e7", "e8", "e9"])
+@pytest.mark.parametrize("name", ["e3", "e6", "e7", "e8", "e9"])
 def test_offline_experiments_run(small_records, name):
   root, records = small_records
   check_record(root / name, name)
   assert records[name]["runs"]
+
+
+def test_every_script_is_found_and_named_after_its_file():
+  for module_name, module in registry.SCRIPTS.items():
+    assert module.EXPERIMENT.name == module_name.split("_")[0], module_name  # e2_d2l_mlp.py is e2
+    part = module.EXPERIMENT.part
+    assert part is None or callable(part.section), module_name
+  assert list(EXPERIMENTS) == [m.split("_")[0] for m in registry.SCRIPTS]
+  assert registry.e2_d2l_mlp is registry.SCRIPTS["e2_d2l_mlp"]  # the old import path still works
+
+
+def test_e7_runs_the_seeds_l1_and_a_smaller_one_that_still_learns(small_records):
+  _, records = small_records
+  runs = {r["name"]: r for r in records["e7"]["runs"]}
+  assert list(runs) == ["none", "l1", "l1_small", "l2"]
+  assert records["e7"]["config"]["l1"] == 0.01 and records["e7"]["config"]["l1_small"] == 1e-4
+  # The seed's L1 dithers every weight at about lr * lambda / 2 around 0 (here from the first steps on).
+  l1 = runs["l1"]
+  assert l1["l1_norm"] == pytest.approx(l1["parameter_count"] * 0.5 * 0.01 / 2, rel=0.05)
+  assert runs["l1_small"]["l1_norm"] > 2 * l1["l1_norm"]
+
+
+def test_a_ci_of_an_accuracy_stays_in_its_range(small_records):
+  _, records = small_records
+  for part in ("e8", "e9"):
+    for run in records[part]["runs"]:
+      for name, summary in run.get("summary", {}).items():
+        if "acc" in name:
+          assert 0 <= summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1] <= 1, (part, name)
+  for predictor in records["e9"]["runs"][0]["uncertainty"]["summary"].values():
+    assert 0 <= predictor["ece"]["ci95"][0] and predictor["ece"]["ci95"][1] <= 1
+    assert 0 <= predictor["entropy_wrong"]["ci95"][0]
+
+
+def test_the_dropout_comparison_measures_the_gap_with_dropout_off(small_records):
+  _, records = small_records
+  record = records["dropout"]
+  assert record["train_metrics"].startswith("train (a pass over the training set, dropout off")
+  for group in record["groups"].values():
+    gaps = [r["final"]["train_acc"] - r["final"]["test_acc"] for r in group["runs"]]
+    assert group["gap_mean"] == pytest.approx(np.mean(gaps))
 
 
 def test_e8_compares_jaxdrop_with_flax_over_seeds_with_step_costs(small_records):
@@ -116,8 +158,8 @@ def test_bad_options_are_config_errors():
     run_experiment("e3", "/nonexistent", epoch=3)
   with pytest.raises(ConfigError, match="--dropout1 must be a drop probability"):
     run_experiment("e2", "/nonexistent", dropout1=1.5)
-  with pytest.raises(ConfigError, match="unknown experiment 'e10'; choose one of e1, e2"):
-    run_experiment("e10", "/nonexistent")
+  with pytest.raises(ConfigError, match="unknown experiment 'e0'; choose one of e1, e2"):
+    run_experiment("e0", "/nonexistent")  # no script is e0_*.py
   with pytest.raises(ConfigError, match="--dataset: invalid choice 'breast_cancer'"):
     run_experiment("e8", "/nonexistent", dataset="breast_cancer")
-  assert sorted(EXPERIMENTS) == [f"e{i}" for i in range(1, 10)]
+  assert list(EXPERIMENTS)[:9] == [f"e{i}" for i in range(1, 10)]  # and any added since

@@ -12,7 +12,8 @@ import pytest
 import experiments
 import jaxdrop
 from experiments import records
-from experiments.records import PINNED, environment, environment_differences, read_json, write_json
+from experiments.files import read_json, write_json
+from experiments.records import PINNED, environment, environment_differences, metric_range, seed_summary
 from jaxdrop.training import param_sha256
 
 
@@ -99,3 +100,15 @@ def test_the_code_fingerprint_is_recorded_with_its_commit_as_information(tmp_pat
   assert records._git(tmp_path, "rev-parse", "--verify", "HEAD") is None  # no repository: None, not an error
   monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
   assert records._git(Path(experiments.__file__).parent, "rev-parse", "--verify", "HEAD") is None
+
+
+def test_a_seed_summary_is_the_t_interval_cut_to_the_metrics_range():
+  wide = seed_summary([0.05, 0.1])  # two seeds: t = 12.7, the interval reaches far below 0
+  assert wide["ci95"][0] < 0 < wide["ci95"][1] < 1 and not wide["ci95_clipped"]
+  clipped = seed_summary([0.05, 0.1], metric_range("train_acc"))
+  assert clipped["ci95"] == [0.0, wide["ci95"][1]] and clipped["ci95_clipped"]
+  assert clipped["mean"] == wide["mean"] and clipped["sd"] == wide["sd"]
+  assert seed_summary([0.99, 0.999], metric_range("test_acc"))["ci95"][1] == 1.0
+  inner = seed_summary([0.5, 0.51, 0.49], metric_range("test_acc"))
+  assert 0 < inner["ci95"][0] < inner["ci95"][1] < 1 and not inner["ci95_clipped"]
+  assert metric_range("test_loss") == (0.0, float("inf")) and metric_range("gap") == (float("-inf"), float("inf"))

@@ -81,6 +81,22 @@ def test_a_replay_under_another_environment_is_refused_unless_allowed(recorded, 
   assert result["identical"] and len(result["environment_differences"]) == 2
 
 
+def test_a_record_written_before_the_options_took_fitoptions_names_still_replays(recorded, tmp_path, capsys):
+  def old_names(record):  # as records were written when the options were batch_invariant_masks and tuned_xla
+    config = record["config"]
+    config["batch_invariant_masks"] = config.pop("batch_invariant")
+    config["tuned_xla"] = config.pop("compiler_options") == "auto"
+
+  copy = edited_copy(recorded, tmp_path, old_names)
+  status, _, result = replayed(copy, tmp_path / "again", capsys)
+  assert status == 0 and result["identical"]
+  replayed_config = json.loads((tmp_path / "again" / "record.json").read_text())["config"]
+  assert replayed_config["compiler_options"] == "auto" and replayed_config["batch_invariant"] is False
+  damaged = edited_copy(recorded, tmp_path, lambda r: (old_names(r), r["config"].update(tuned_xla="yes")), "bad")
+  assert cli.main(["replay", str(damaged), "--out", str(tmp_path / "no"), "--quiet"]) == 2
+  assert "config.tuned_xla is str 'yes', not true or false" in capsys.readouterr().err
+
+
 def test_a_replay_that_differs_names_the_first_epoch_that_differs(recorded, tmp_path, capsys):
   def tampered(record):
     run = record["runs"][1]
@@ -215,12 +231,13 @@ def test_a_reproduce_folder_replays_each_part(small_records, tmp_path, capsys):
   assert (root / "e3" / "record.json").read_text() == record
   with jax.numpy_dtype_promotion("standard"):  # as the small runs were made
     status, lines, result = replayed(root, tmp_path / "again", capsys)
-  assert status == 0 and result["identical"] and list(result["parts"]) == ["e3", "dropout"]
+  assert status == 0 and result["identical"] and list(result["parts"]) == ["dropout", "e3"]  # reproduce's order
   assert len(result["parts"]["e3"]["runs"]) == 8 and len(result["parts"]["dropout"]["runs"]) == 4
   for part in ("e3", "dropout"):
     assert json.loads((tmp_path / "again" / part / "replay.json").read_text())["identical"]
   assert sum(line.startswith("dropout: no dropout, seed 1: bitwise identical (") for line in lines) == 1
-  assert lines[-3:] == [f"dropout: replay of dropout_vs_none from {(root / 'dropout').absolute()}: bitwise identical",
+  assert f"dropout: replay of dropout_vs_none from {(root / 'dropout').absolute()}: bitwise identical" in lines
+  assert lines[-3:] == [f"e3: replay of e3 from {(root / 'e3').absolute()}: bitwise identical",
                         f"replay of reproduce from {root.absolute()}: bitwise identical",
                         f"wrote {tmp_path / 'again' / 'replay.json'}"]
 

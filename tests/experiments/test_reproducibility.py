@@ -35,6 +35,7 @@ def test_same_seed_gives_bitwise_identical_parameters_in_separate_processes(tmp_
     run_cli(*DIGITS_E2, "--epochs", "2", "--out", str(tmp_path / f"run{i}"),
             env={"JAX_ENABLE_COMPILATION_CACHE": "false"})
     runs.append(record(tmp_path / f"run{i}")["runs"])
+  # Bitwise: the same program, compiled again by another process on the same machine.
   hashes = [[r["param_sha256"] for r in rs] for rs in runs]
   assert hashes[0] == hashes[1] and len(set(hashes[0])) == 2  # scratch and concise, both with dropout
   assert [r["history"] for r in runs[0]] == [r["history"] for r in runs[1]]
@@ -55,7 +56,7 @@ def test_an_examples_mask_is_the_same_with_batch_32_and_256_and_any_batch_mates(
   key = training.run_keys(0)["dropout"]
   whole = masks(key, 3, np.arange(256), x)
   in_32s = np.concatenate([masks(key, 3, np.arange(s, s + 32), x) for s in range(0, 256, 32)])
-  np.testing.assert_array_equal(whole, in_32s)
+  np.testing.assert_array_equal(whole, in_32s)  # exact by construction: masks of ones are 0 or 1 * 2.0
   order = np.random.default_rng(0).permutation(512)  # other batch mates, other positions in the batch
   shuffled = np.concatenate([masks(key, 3, order[s:s + 32], x) for s in range(0, 512, 32)])
   np.testing.assert_array_equal(shuffled[np.argsort(order)][:256], whole)
@@ -111,7 +112,7 @@ def final_params(out, like=None):
 
 
 def test_data_parallel_runs_on_1_2_4_8_devices_agree(tmp_path):
-  options = [*DIGITS_E2, "--versions", "concise", "--epochs", "3", "--batch-invariant-masks", "--devices", "0",
+  options = [*DIGITS_E2, "--versions", "concise", "--epochs", "3", "--batch-invariant", "--devices", "0",
              "--checkpoint-every", "1000"]
   states, records = {}, {}
   for n in (1, 2, 4, 8):

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from experiments.errors import ConfigError, OutputExistsError, OutputInUseError, OutputMismatchError
+from experiments.reproduce import PARTS
 from experiments.run_folder import LOCK_FILE, MARKER_FILE, open_run_folder
-from jaxdrop.errors import ConfigError, OutputExistsError, OutputInUseError, OutputMismatchError
 
 
 def test_a_new_folder_is_marked_and_a_used_one_is_never_reused_silently(tmp_path):
@@ -370,11 +371,21 @@ def test_overwrite_of_a_reproduce_folder_clears_its_parts_and_keeps_the_rest(tmp
   (run / "e3" / "notes.txt").write_text("mine")
   (run / "mine").mkdir()
   (run / "mine" / "record.json").write_text("{}")  # not one of reproduce's parts: not the run's
-  folder = open_run_folder(run, kind=kind, overwrite=True)
+  folder = open_run_folder(run, kind=kind, overwrite=True, parts=PARTS)  # the caller names the parts it writes
   folder.release()
   assert sorted(os.listdir(run)) == sorted([LOCK_FILE, MARKER_FILE, "e3", "mine"])
   assert os.listdir(run / "e3") == ["notes.txt"] and folder.kept == ["e3/notes.txt"]
   assert (run / "mine" / "record.json").exists()
+  assert json.loads((run / MARKER_FILE).read_text())["parts"] == sorted(PARTS)
+
+
+def test_the_marker_keeps_the_parts_so_any_later_overwrite_clears_them(tmp_path):
+  with open_run_folder(tmp_path / "suite", kind="reproduce", parts=["e3"]) as folder:
+    (folder.path / "e3").mkdir()
+    (folder.path / "e3" / "record.json").write_text("{}")
+    (folder.path / "report.md").write_text("# report")
+  with open_run_folder(tmp_path / "suite", kind="e2", overwrite=True) as folder:  # names no parts of its own
+    assert sorted(os.listdir(folder.path)) == sorted([LOCK_FILE, MARKER_FILE])
 
 
 def test_every_file_a_run_writes_is_one_overwrite_removes():
@@ -390,6 +401,7 @@ def test_every_file_a_run_writes_is_one_overwrite_removes():
 
 @pytest.mark.parametrize("marker", ["[]", '{"kind": "e2", "options": "abc"}',
                                     '{"kind": "e2", "environment": "abc"}', '{"kind": 3}', '{"options": {}}',
+                                    '{"kind": "reproduce", "parts": "e3"}', '{"kind": "reproduce", "parts": [3]}',
                                     "[" * 100_000 + "]" * 100_000, "{garbage"])
 def test_a_damaged_marker_is_one_line_naming_it_and_nothing_is_changed(tmp_path, marker):
   run = a_run(tmp_path / "run")

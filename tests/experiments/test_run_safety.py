@@ -63,7 +63,9 @@ def test_a_finished_run_does_not_shrink_and_grows_to_the_truth(finished, tmp_pat
   out = copy_of(finished, tmp_path)
   before = (out / "record.json").read_text()
   assert cli.main([*E2, "--epochs", "1", "--out", str(out), "--resume"]) == 1
-  assert "has trained 2 epochs, more than epochs=1: resume with --epochs 2 or more" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "has trained 2 epochs, more than epochs=1: resume with epochs=2 or more" in err  # the library's terms
+  assert "On the command line: rerun with --epochs 2 or more." in err and len(err.strip().splitlines()) == 1
   assert (out / "record.json").read_text() == before
   assert cli.main([*E2, "--epochs", "3", "--out", str(out), "--resume"]) == 0
   grown = record(out)
@@ -89,7 +91,8 @@ def test_a_folder_whose_checkpoints_were_all_corrupt_never_restarts_from_step_0(
       meta.write_text("{garbage")
   for _ in range(2):  # the second resume finds only the quarantined steps: still an error
     assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume"]) == 1
-    assert "no readable checkpoint left" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no readable checkpoint left" in err and "rerun without --resume, in another --out." in err
   assert not Checkpoints(ckpt).steps() and any((out / "checkpoints" / "concise.corrupt").iterdir())
 
 
@@ -214,7 +217,7 @@ def test_a_file_where_a_checkpoint_folder_belongs_is_one_line_and_stays(finished
   (out / "checkpoints" / "concise").write_text("someone's file")
   assert cli.main([*E2, "--epochs", "2", "--out", str(out), "--resume"]) == 1
   err = capsys.readouterr().err
-  assert "concise is a file, not a folder" in err and one_line(err)
+  assert "concise is a file, not a folder" in err and "rerun in another --out." in err and one_line(err)
   assert (out / "checkpoints" / "concise").read_text() == "someone's file"
 
 

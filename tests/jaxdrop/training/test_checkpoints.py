@@ -16,6 +16,7 @@ import jaxdrop
 from jaxdrop import training
 from jaxdrop.training import CheckpointError, CheckpointMismatchError, Checkpoints, param_sha256
 from jaxdrop.training._checkpoints import FILES, _write_file_list
+from tests._asserts import assert_close_ulp
 from tests.jaxdrop.training.test_fit import MODEL, TASK, init_params, toy_data
 
 KW = dict(epochs=3, batch_size=16, seed=0, quiet=True)  # 7 steps an epoch, 21 in all
@@ -26,10 +27,17 @@ def tx():
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(tmp_path_factory):
+  """The data, the initial parameters and the uninterrupted run *with the tests' checkpoint schedule*.
+
+  A checkpointed fit runs each epoch in pieces that end at the checkpoints (compiled scans of 5, 2, ...
+  steps). A resumed run replays the same pieces from a checkpoint (same programs, same inputs), so it is
+  compared with this run bitwise; a fit without checkpoints runs other programs (one scan per epoch).
+  """
   data = toy_data()
   params = init_params(MODEL, 0, data.x_train)
-  return data, params, training.fit(TASK, params, tx(), data, **KW)
+  ckpt = checkpointed(tmp_path_factory.mktemp("reference") / "c")
+  return data, params, training.fit(TASK, params, tx(), data, checkpoints=ckpt, **KW)
 
 
 def checkpointed(directory, every=5, fingerprint=None):
@@ -41,8 +49,14 @@ def test_checkpoints_every_n_steps_and_at_the_end_change_nothing(reference, tmp_
   ckpt = checkpointed(tmp_path / "c")
   result = training.fit(TASK, params, tx(), data, checkpoints=ckpt, **KW)
   assert ckpt.steps() == [15, 20, 21]  # every 5 steps and the last; the 3 newest are kept
-  assert param_sha256(result.state.params) == param_sha256(ref.state.params)
+  assert param_sha256(result.state.params) == param_sha256(ref.state.params)  # the same program, run again
   assert result.history == ref.history
+  # Without checkpoints the epochs run as whole scans: other programs, the same training to float rounding.
+  plain = training.fit(TASK, params, tx(), data, **KW)
+  assert_close_ulp(plain.state.params, ref.state.params, ulp=64, scale="max")
+  assert plain.history.keys() == ref.history.keys()
+  for name, values in ref.history.items():
+    np.testing.assert_allclose(plain.history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("keep_up_to", [0, 15, 21])  # none left, mid-epoch, the final one
@@ -148,16 +162,30 @@ def test_all_checkpoints_corrupt_is_an_error_not_a_fresh_start(reference, tmp_pa
   with pytest.raises(CheckpointError, match=r"no readable checkpoint left .* \[21, 20, 15\]"):
     training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
   assert sorted(p.name for p in (tmp_path / "c.corrupt").iterdir()) == ["15", "20", "21"]
-  with pytest.raises(CheckpointError, match="no readable checkpoint left"):  # and again: never from step 0
+  with pytest.raises(CheckpointError, match="no readable checkpoint left") as error:  # again: never from step 0
     training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
+  # The fix as fields, for a command line to say in its flags; the message in the library's terms.
+  assert error.value.fix == ("resume", "directory") and error.value.directory == tmp_path / "c"
+  assert "resume=False" in str(error.value) and "--" not in str(error.value)
+
+
+def test_a_resume_with_fewer_epochs_than_trained_names_the_option_and_its_least_value(reference, tmp_path):
+  data, params, _ = reference
+  training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), **KW)
+  with pytest.raises(CheckpointMismatchError, match="has trained 3 epochs, more than epochs=2: resume with"
+                     r" epochs=3 or more \(a run does not shrink\)\.$") as error:
+    training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **{**KW, "epochs": 2})
+  assert error.value.fix == ("epochs",) and error.value.at_least == 3 and error.value.step == 21
+  assert checkpointed(tmp_path / "c").steps() == [15, 20, 21]  # untouched
 
 
 def test_checkpoint_of_another_config_is_refused(reference, tmp_path):
   data, params, _ = reference
   training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c", fingerprint={"lr": 0.1}), **KW)
-  with pytest.raises(CheckpointMismatchError, match="lr: checkpoint 0.1, now 0.2"):
+  with pytest.raises(CheckpointMismatchError, match="lr: checkpoint 0.1, now 0.2") as error:
     training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c", fingerprint={"lr": 0.2}),
                resume=True, **KW)
+  assert error.value.step == 21 and error.value.fix == ("resume", "directory") and error.value.at_least is None
   assert checkpointed(tmp_path / "c").steps() == [15, 20, 21]  # untouched
 
 
@@ -373,7 +401,8 @@ def test_a_file_where_the_checkpoint_folder_belongs_is_one_line_and_stays(refere
     message = r"c is a symbolic link to .*nowhere, which does not exist, not a folder"
   for call in (ckpt.steps, lambda: ckpt.restore_latest(target_state(reference)),
                lambda: ckpt.save(target_state(reference), {"epoch": 1})):
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(CheckpointError, match=message) as error:
       call()
+    assert error.value.fix == ("directory",)
   assert blocker.is_symlink() or blocker.read_text() == "someone's file"
   assert not (tmp_path / "nowhere").exists() and not (tmp_path / "c.corrupt").exists()
