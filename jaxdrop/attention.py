@@ -38,6 +38,7 @@ __all__ = ["BLOCKWISE_ABOVE", "DEFAULT_BLOCK_K", "DEFAULT_BLOCK_Q", "Implementat
 
 _WEIGHTED_SUM = "...hqk,...khd->...qhd"
 
+#: The values of ``implementation`` besides ``None`` (:func:`dot_product_attention`).
 Implementation = Literal["reference", "blockwise"]
 #: ``implementation=None`` takes the blockwise path when one example's attention weights (``heads x q_length x
 #: kv_length`` float32 values) would take more than this many bytes (16 MiB: 8 heads at length 724).
@@ -76,7 +77,8 @@ def dot_product_attention(
   """``flax.linen.dot_product_attention`` with key-only attention dropout, at any sequence length.
 
   Same signature, same weights and same result at evaluation (on the reference
-  path the weights are Flax's own :func:`flax.linen.dot_product_attention_weights`);
+  path the weights are Flax's own :func:`flax.linen.dot_product_attention_weights`;
+  only a row with no allowed key differs: zeros here, Flax's uniform weights there);
   pass it as ``attention_fn`` to ``flax.linen.MultiHeadDotProductAttention`` or
   ``flax.nnx.MultiHeadAttention`` (or use :class:`jaxdrop.linen.MultiHeadDotProductAttention`
   and :class:`jaxdrop.nnx.MultiHeadAttention`, which do). While training, the
@@ -156,10 +158,11 @@ def dot_product_attention(
     >>> y.shape
     (1, 5, 8)
     >>> q = k = v = jax.random.normal(jax.random.key(2), (1, 100, 2, 8))
-    >>> args = dict(dropout_rate=0.1, dropout_rng=jax.random.key(3), is_causal=True)
-    >>> ref = jaxdrop.attention.dot_product_attention(q, k, v, implementation="reference", **args)
-    >>> tiled = jaxdrop.attention.dot_product_attention(q, k, v, implementation="blockwise", block_q=32,
-    ...                                                 block_k=16, **args)
+    >>> args = dict(dropout_rate=0.1, is_causal=True)
+    >>> ref = jaxdrop.attention.dot_product_attention(q, k, v, dropout_rng=jax.random.key(3),
+    ...                                               implementation="reference", **args)
+    >>> tiled = jaxdrop.attention.dot_product_attention(q, k, v, dropout_rng=jax.random.key(3),
+    ...                                                 implementation="blockwise", block_q=32, block_k=16, **args)
     >>> bool(jnp.allclose(ref, tiled, atol=1e-5))  # the same mask: equal to float rounding
     True
   """

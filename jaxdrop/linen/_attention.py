@@ -81,12 +81,10 @@ class SelfAttention(nn.SelfAttention):
   :class:`MultiHeadDotProductAttention`, also for ``implementation``).
 
   Example:
-    >>> import jax, jax.numpy as jnp
     >>> from jaxdrop import linen as jdl
-    >>> layer = jdl.SelfAttention(num_heads=2, implementation="blockwise")
-    >>> x = jnp.ones((1, 5, 8))
-    >>> layer.apply(layer.init(jax.random.key(0), x, deterministic=True), x, deterministic=True).shape
-    (1, 5, 8)
+    >>> layer = jdl.SelfAttention(num_heads=2, dropout_rate=0.1, implementation="blockwise")
+    >>> layer.attention_fn.keywords
+    {'implementation': 'blockwise'}
   """
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
