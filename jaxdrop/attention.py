@@ -162,7 +162,8 @@ def dot_product_attention(
     >>> ref = jaxdrop.attention.dot_product_attention(q, k, v, dropout_rng=jax.random.key(3),
     ...                                               implementation="reference", **args)
     >>> tiled = jaxdrop.attention.dot_product_attention(q, k, v, dropout_rng=jax.random.key(3),
-    ...                                                 implementation="blockwise", block_q=32, block_k=16, **args)
+    ...                                                 implementation="blockwise", block_q=32, block_k=16,
+    ...                                                 **args)
     >>> bool(jnp.allclose(ref, tiled, atol=1e-5))  # the same mask: equal to float rounding
     True
   """
