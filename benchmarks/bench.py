@@ -28,6 +28,9 @@ the median kept. Sections:
    (rate 0.1, one mask per example and head or one shared mask) done by
    :func:`jaxdrop.attention.dot_product_attention` or by Flax's own, and
    without dropout: time and compiled temporary memory.
+7. ``attention_long``: a self-attention gradient step at lengths 1024 to 16384
+   (``benchmarks/attention_long.py``): Flax's dropout, jaxdrop's reference and
+   blockwise paths, and ``jax.nn.dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import numpy as np
 import optax
 
 import jaxdrop
+from benchmarks import attention_long
 from experiments.files import write_json
 from experiments.models import CNN, MLP, MatConvNet
 from experiments.records import environment
@@ -57,7 +61,7 @@ from jaxdrop._masked import keep_for, masked_affine_stored
 
 __all__ = ["SECTIONS", "run_bench"]
 
-SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention")
+SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long")
 
 
 def _torch():
@@ -541,6 +545,8 @@ def render(results: dict[str, Any]) -> str:
       out.append(f"| {r['length']} | {mask} | {r['variant']} | {r['ms']:.1f} | {flax_r['ms'] / r['ms']:.2f} |"
                  f" {r['temp_bytes'] / 2**20:.1f} | {r['temp_bytes'] / none_r['temp_bytes'] - 1:+.1%} |")
     out.append("")
+  if "attention_long" in results:  # benchmarks/attention_long.py
+    out += [attention_long.render(results["attention_long"]), ""]
   if "memory" in results:
     out += ["**Compiled temporary memory of a train step** (`memory_analysis().temp_size_in_bytes`)", "",
             "| model | variant | temp MiB | extra MiB | vs no dropout |", "|---|---|---|---|---|"]
@@ -564,7 +570,8 @@ def run_bench(out_dir: str | Path, sections=SECTIONS, reps: int = 20, emit: Call
       "environment": environment(), "cpu_count": os.cpu_count(), "torch": torch.__version__ if torch else None,
   }
   runners = {"dropout": lambda: bench_dropout(reps=reps), "epoch": bench_epoch, "seeds": bench_seeds,
-             "memory": bench_memory, "conv": bench_conv, "attention": bench_attention}
+             "memory": bench_memory, "conv": bench_conv, "attention": bench_attention,
+             "attention_long": attention_long.bench_attention_long}
   for section in sections:
     emit(f"== {section}")
     results[section] = runners[section]()

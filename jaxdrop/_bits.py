@@ -57,7 +57,8 @@ import numpy as np
 from jax import export, lax
 from jax.custom_batching import custom_vmap
 
-__all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "random_words"]
+__all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "random_words", "tile_bernoulli",
+           "tile_lanes"]
 
 GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
 #: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
@@ -154,20 +155,38 @@ def _flat_index(shape: tuple[int, ...], dtype) -> jax.Array:
 def _counters(shape: tuple[int, ...], lanes_per_word: int):
   """Each element's word counter ``(hi, lo)`` and lane number, in the layout above."""
   size = math.prod(shape)
-  count = _words_for(size, lanes_per_word)
   wide = _needs_64_bits(size)
   with _wide(wide):
-    dtype = _U64 if wide else _U32
-    index = _flat_index(shape, dtype)
-    lane = jnp.zeros((), dtype)
-    for t in range(1, lanes_per_word):
-      lane = lane + (index >= _dim(t * count, dtype)).astype(dtype)
-    word = index - lane * _dim(count, dtype)
-    if not wide:
-      return jnp.zeros((), _U32), word, lane
-    hi = lax.convert_element_type(lax.shift_right_logical(word, _U64.type(32)), _U32)
-    lo = lax.convert_element_type(word & _U64.type(0xFFFFFFFF), _U32)
-    return hi, lo, lax.convert_element_type(lane, _U32)
+    return _split_index(_flat_index(shape, _U64 if wide else _U32), size, lanes_per_word)
+
+
+def _split_index(index: jax.Array, size, lanes_per_word: int):
+  """The word counter ``(hi, lo)`` and lane number of the elements at the row-major ``index`` (``uint32``, or
+  ``uint64`` when :func:`_needs_64_bits`) of a mask of ``size`` elements, in the layout above."""
+  count = _words_for(size, lanes_per_word)
+  dtype = index.dtype
+  lane = jnp.zeros((), dtype)
+  for t in range(1, lanes_per_word):
+    lane = lane + (index >= _dim(t * count, dtype)).astype(dtype)
+  word = index - lane * _dim(count, dtype)
+  hi, lo = _word_counter(word)
+  return hi, lo, lax.convert_element_type(lane, _U32)
+
+
+def _word_counter(word: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """A word number (``uint32`` or ``uint64``) as the generator's counter ``(hi, lo)``."""
+  if word.dtype == _U32:
+    return jnp.zeros((), _U32), word
+  hi = lax.convert_element_type(lax.shift_right_logical(word, _U64.type(32)), _U32)
+  lo = lax.convert_element_type(word & _U64.type(0xFFFFFFFF), _U32)
+  return hi, lo
+
+
+def _hash(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> jax.Array:
+  """The stream's word at the counter ``(hi, lo)`` (elementwise)."""
+  zero = jnp.zeros((), _U32)
+  outs = _philox(seed[0], seed[1], hi, lo, zero, zero)
+  return outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
 
 
 def _words_for(size, lanes_per_word: int):
@@ -249,6 +268,138 @@ def _lanes_elementwise(seed, shape, bits):
   if bits == 32:
     return words
   return (words >> (lane * jnp.uint32(bits))) & jnp.uint32(2**bits - 1)
+
+
+def tile_lanes(seed: jax.Array, shape: tuple, bits: int, starts: tuple,
+               tile_shape: tuple[int, ...]) -> jax.Array:
+  """The lanes of one tile of the mask of ``shape``: bitwise the lanes :func:`bernoulli_lanes` compares there.
+
+  The tile is the block ``[starts, starts + tile_shape)`` of the mask array of
+  ``shape`` (row-major, 1 on broadcast axes). Each element's lane is computed
+  from its *global* row-major index in ``shape``, in the layout above, so a
+  tiled computation (blockwise attention) regenerates, tile by tile, exactly
+  the mask the whole array gets, with nothing stored. Elements of the tile
+  past the end of an axis (the padding of a last tile) get the lanes of
+  indices past the end, which callers discard.
+
+  Where nothing is partitioned (:func:`_unpartitioned`) and the tile spans the
+  leading axes (all but the last two) whole, with ``32 // bits`` dividing their
+  product, the ``32 // bits`` elements that share a word are all in the tile
+  (they are ``prod(shape[:-2]) // (32 // bits)`` apart along the leading axes):
+  each word is then hashed once and cut into its lanes. Otherwise every element
+  hashes its own word (elementwise, partitionable). The bits are the same.
+
+  Args:
+    seed: ``uint32[2]`` from :func:`derive_seed`.
+    shape: the whole mask's shape (static; a symbolic batch size is allowed).
+    bits: lane width, 8, 16 or 32.
+    starts: the tile's first index along each axis: Python ints or integer scalars (traced in a loop).
+    tile_shape: the tile's (static) shape.
+
+  Returns:
+    ``uint32`` lanes of ``tile_shape``; compare them with a threshold
+    (:func:`jaxdrop._masked.lane_threshold`) for the mask.
+  """
+  shape, tile_shape = tuple(shape), tuple(tile_shape)
+  lanes_per_word = 32 // bits
+  size = math.prod(shape)
+  wide = _needs_64_bits(size)
+  with _wide(wide):
+    dtype = _U64 if wide else _U32
+    if _shares_words(shape, starts, tile_shape, lanes_per_word) and _unpartitioned():
+      groups = math.prod(shape[:-2]) // lanes_per_word
+      rows = (groups, *shape[-2:])
+      index = _tile_index(rows, (0, *starts[-2:]), (groups, *tile_shape[-2:]), dtype)
+      words = _hash(seed, *_word_counter(index))  # word w of the stream at group w // (Lq * Lk), lane 0
+      lanes = jnp.stack([(words >> jnp.uint32(t * bits)) & jnp.uint32(2**bits - 1)
+                         for t in range(lanes_per_word)])
+      return lanes.reshape(tile_shape)
+    hi, lo, lane = _split_index(_tile_index(shape, starts, tile_shape, dtype), size, lanes_per_word)
+    words = _hash(seed, hi, lo)
+    if bits == 32:
+      return jnp.broadcast_to(words, tile_shape)
+    return jnp.broadcast_to((words >> (lane * jnp.uint32(bits))) & jnp.uint32(2**bits - 1), tile_shape)
+
+
+def tile_bernoulli(seed: jax.Array, shape: tuple, threshold, bits: int, starts: tuple,
+                   tile_shape: tuple[int, ...]) -> jax.Array:
+  """The tile ``[starts, starts + tile_shape)`` of ``bernoulli_lanes(seed, shape, threshold, bits)``, bitwise.
+
+  :func:`tile_lanes` compared with ``threshold``. On XLA:CPU the tile is
+  computed once into a buffer (``prod(tile_shape)`` bytes) behind a
+  conditional, as :func:`_materialized_words` does for whole masks: XLA:CPU
+  would otherwise hash each word again inside every consumer of the tile, once
+  per lane and once per element it is broadcast to.
+
+  Args:
+    seed: ``uint32[2]`` from :func:`derive_seed`.
+    shape: the whole mask's shape.
+    threshold: the lane threshold (a Python int or ``uint32`` scalar).
+    bits: lane width, 8, 16 or 32.
+    starts: the tile's first index along each axis (ints or integer scalars).
+    tile_shape: the tile's shape.
+
+  Returns:
+    A boolean array of ``tile_shape``.
+  """
+  threshold = jnp.asarray(threshold, jnp.uint32)
+  starts = tuple(starts)
+  dynamic = [a for a, s in enumerate(starts) if not isinstance(s, int)]
+  static = tuple(None if a in dynamic else s for a, s in enumerate(starts))
+
+  def gen(seed, threshold, *traced):
+    given = dict(zip(dynamic, traced, strict=True))
+    at = tuple(given[a] if s is None else s for a, s in enumerate(static))
+    return tile_lanes(seed, shape, bits, at, tile_shape) < threshold
+
+  traced = [jnp.asarray(starts[a], jnp.int32) for a in dynamic]
+  return lax.platform_dependent(seed, threshold, *traced, cpu=functools.partial(_computed_once, gen),
+                                default=gen)
+
+
+def _computed_once(gen, *args):
+  """``gen(*args)`` computed into a buffer that XLA does not fuse into its consumers (a conditional whose two
+  branches are ``gen``; its predicate is a scalar of the seed, ``args[0]``, also under ``vmap``)."""
+
+  @custom_vmap
+  def once(*args):
+    return lax.cond(jnp.ravel(args[0])[0] != 0, gen, gen, *args)
+
+  @once.def_vmap
+  def _once_vmap(axis_size, in_batched, *args):
+    spread = [a if b else jnp.broadcast_to(a, (axis_size, *jnp.shape(a))) for a, b in zip(args, in_batched,
+                                                                                          strict=True)]
+    batched = jax.vmap(gen)
+    return lax.cond(jnp.ravel(spread[0])[0] != 0, batched, batched, *spread), True
+
+  return once(*args)
+
+
+def _shares_words(shape: tuple, starts: tuple, tile_shape: tuple[int, ...], lanes_per_word: int) -> bool:
+  """Whether the elements that share each word of a tile's lanes are all in the tile (:func:`tile_lanes`)."""
+  if lanes_per_word == 1 or len(shape) < 3:
+    return False
+  lead = shape[:-2]
+  if not all(isinstance(n, int) for n in lead) or tuple(tile_shape[:-2]) != tuple(lead):
+    return False
+  if any(not isinstance(s, int) or s != 0 for s in starts[:-2]):
+    return False
+  return math.prod(lead) % lanes_per_word == 0
+
+
+def _tile_index(shape: tuple, starts: tuple, tile_shape: tuple[int, ...], dtype) -> jax.Array:
+  """The global row-major index in ``shape`` of each element of the tile ``[starts, starts + tile_shape)``."""
+  index = jnp.zeros((), dtype)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    if _greater_than_one(shape[axis]):
+      position = lax.broadcasted_iota(dtype, tile_shape, axis)
+      start = starts[axis]
+      if not (isinstance(start, int) and start == 0):
+        position = position + lax.convert_element_type(start, dtype)
+      index = index + position * _dim(stride, dtype)
+    stride *= shape[axis]
+  return jnp.broadcast_to(index, tile_shape)
 
 
 def bernoulli_lanes(

@@ -56,6 +56,7 @@ from jaxdrop._checks import compute_dtype
 __all__ = [
     "Mode",
     "check_common",
+    "dropout_terms",
     "keep_for",
     "lane_threshold",
     "mask_shape_for",
@@ -252,6 +253,15 @@ def masked_dropout(key, x, rate, mask_shape, mode, mask_bits, fn):
 
 def seeded_dropout(seed, x, rate, mask_shape, mode, mask_bits):
   """:func:`masked_dropout` from the generator's seed instead of a key (no key is consumed)."""
+  threshold, scale, fill = dropout_terms(rate, mode, mask_bits)
+  return masked_affine(seed, x, threshold, scale, None, fill, mask_shape=mask_shape, bits=mask_bits)
+
+
+def dropout_terms(rate, mode, mask_bits):
+  """The lane threshold, the ``float32`` scale of kept elements and the fill of dropped ones (``None``: 0) of
+  dropout at a checked ``rate``: a kept element is ``x * scale``, a dropped one ``fill``; for an invalid
+  traced
+  rate both are NaN. (The kernels of :func:`seeded_dropout` and of blockwise attention share them.)"""
   keep = keep_for(rate, mask_bits)
   fill = None
   if mode == "classic":
@@ -263,7 +273,7 @@ def seeded_dropout(seed, x, rate, mask_shape, mode, mask_bits):
   if not isinstance(keep.valid, bool):
     scale = jnp.where(keep.valid, scale, jnp.nan)
     fill = jnp.where(keep.valid, 0.0, jnp.nan)
-  return masked_affine(seed, x, keep.threshold, scale, None, fill, mask_shape=mask_shape, bits=mask_bits)
+  return keep.threshold, scale, fill
 
 
 def safe_inverse(p: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from jaxdrop.attention import dot_product_attention
+from jaxdrop.attention import Implementation, dot_product_attention, with_implementation
 from jaxdrop.linen._base import missing_rng_error
 
 __all__ = ["MultiHeadDotProductAttention", "SelfAttention"]
@@ -28,18 +28,31 @@ def _check_dropout_rng(module: nn.MultiHeadDotProductAttention, deterministic: b
     raise missing_rng_error(type(module).__name__, "dropout", "dropout_rng")
 
 
+def _bind_implementation(module: MultiHeadDotProductAttention | SelfAttention) -> None:
+  """Sets the layer's ``attention_fn`` to jaxdrop's with its ``implementation`` bound (before flax freezes the
+  fields; a clone with another ``implementation`` binds it again)."""
+  fn = with_implementation(module.implementation, module.attention_fn, owner=type(module).__name__)
+  object.__setattr__(module, "attention_fn", fn)
+
+
 class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
   """``flax.linen.MultiHeadDotProductAttention`` with :func:`jaxdrop.attention.dot_product_attention`.
 
   Same attributes, parameters and call signature as Flax's layer (a checkpoint
   of one loads into the other); only the default ``attention_fn`` differs, so
   that the attention dropout (``dropout_rate``, from the ``"dropout"`` rng
-  stream) keeps no mask for the backward pass.
+  stream) keeps no mask for the backward pass, and one attribute is added.
+
+  Attributes:
+    implementation: the path of :func:`jaxdrop.attention.dot_product_attention`:
+      ``None`` (chosen by the lengths), ``"reference"`` or ``"blockwise"``
+      (memory linear in the length; the same dropout mask). Only with the
+      default ``attention_fn``.
 
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from jaxdrop import linen as jdl
-    >>> layer = jdl.MultiHeadDotProductAttention(num_heads=2, dropout_rate=0.1)
+    >>> layer = jdl.MultiHeadDotProductAttention(num_heads=2, dropout_rate=0.1, implementation="blockwise")
     >>> x = jnp.ones((1, 5, 8))
     >>> variables = layer.init(jax.random.key(0), x, deterministic=True)
     >>> layer.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
@@ -47,6 +60,11 @@ class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
   """
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
+  implementation: Implementation | None = None
+
+  def __post_init__(self) -> None:
+    _bind_implementation(self)
+    super().__post_init__()
 
   @nn.compact
   def __call__(
@@ -60,9 +78,21 @@ class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
 
 class SelfAttention(nn.SelfAttention):
   """``flax.linen.SelfAttention`` with :func:`jaxdrop.attention.dot_product_attention` (see
-  :class:`MultiHeadDotProductAttention`)."""
+  :class:`MultiHeadDotProductAttention`, also for ``implementation``).
+
+  Example:
+    >>> from jaxdrop import linen as jdl
+    >>> layer = jdl.SelfAttention(num_heads=2, dropout_rate=0.1, implementation="blockwise")
+    >>> layer.attention_fn.keywords
+    {'implementation': 'blockwise'}
+  """
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
+  implementation: Implementation | None = None
+
+  def __post_init__(self) -> None:
+    _bind_implementation(self)
+    super().__post_init__()
 
   @nn.compact
   def __call__(  # type: ignore[override]  # flax.linen.SelfAttention's signature, which narrows its base's

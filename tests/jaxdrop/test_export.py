@@ -44,6 +44,14 @@ CASES = {  # name: (fn(key, x), the shape after the batch, whether the output is
     "attention, a mask per example": (
         lambda k, x: attention.dot_product_attention(x, x, x, dropout_rng=k, dropout_rate=0.3,
                                                      broadcast_dropout=False), (4, 2, 3), False),
+    "attention blockwise": (
+        lambda k, x: attention.dot_product_attention(x, x, x, dropout_rng=k, dropout_rate=0.3,
+                                                     implementation="blockwise", block_q=3, block_k=2),
+        (4, 2, 3), False),
+    "attention blockwise, causal, lengths, a mask per example": (
+        lambda k, x: attention.dot_product_attention(
+            x, x, x, dropout_rng=k, dropout_rate=0.3, implementation="blockwise", block_q=3, block_k=2,
+            is_causal=True, key_value_seq_lengths=jnp.array([3]), broadcast_dropout=False), (4, 2, 3), False),
     "linen Dropout": (
         lambda k, x: jdl.Dropout(0.3, broadcast_dims=(1,)).apply({}, x, deterministic=False, rng=k), F, True),
     "nnx Dropout": (lambda k, x: jdx.Dropout(0.3)(x, rngs=k), F, True),
@@ -125,3 +133,19 @@ def test_a_traced_rate_and_the_gradient_export_too():
   grad = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(jaxdrop.dropout(k, x, 0.3)))))
   exported_grad = export.export(grad, platforms=("cpu",))(batch_spec(F), key())
   assert_same_draw(exported_grad.call(x, key()), grad(x, key()), exact=False)
+
+
+def test_the_blockwise_gradient_exports_for_every_platform():
+  # The blockwise path's forward and backward loops (custom_vjp) lower for CUDA and TPU too; the CPU export,
+  # called, is the jitted gradient.
+  def loss(x, k):
+    out = attention.dot_product_attention(x, x, x, dropout_rng=k, dropout_rate=0.3, implementation="blockwise",
+                                          block_q=3, block_k=2, is_causal=True, broadcast_dropout=False)
+    return jnp.sum(jnp.sin(out))
+
+  grad = jax.jit(jax.grad(loss))
+  x = jax.random.normal(jax.random.key(1), (2, 4, 2, 3))
+  exported = export.export(grad, platforms=("cpu",))(batch_spec((4, 2, 3)), key())
+  assert_same_draw(exported.call(x, key()), grad(x, key()), exact=False)
+  accelerators = export.export(grad, platforms=("cuda", "tpu"))(batch_spec((4, 2, 3)), key())
+  assert accelerators.platforms == ("cuda", "tpu")
