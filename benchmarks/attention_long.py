@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
+from experiments.timing import interleaved_medians
 
 __all__ = ["VARIANTS", "bench_attention_long", "main", "render", "targets"]
 
@@ -119,7 +118,8 @@ def bench_attention_long(
       ms: dict[str, float | None] = dict.fromkeys(names)
       if timed:
         with jax.debug_key_reuse(False):  # each repetition reuses the key on purpose: the same work
-          ms = _interleaved_ms(compiled, (q, k, v, key), reps)
+          thunks = {name: functools.partial(_run, fn, (q, k, v, key)) for name, fn in compiled.items()}
+          ms = {name: 1e3 * t for name, t in interleaved_medians(thunks, reps, warmup=1).items()}
       for name in names:
         row = {"variant": name, "length": length, "causal": is_causal, "ms": ms[name],
                "temp_bytes": int(compiled[name].memory_analysis().temp_size_in_bytes),
@@ -130,16 +130,8 @@ def bench_attention_long(
   return rows
 
 
-def _interleaved_ms(compiled: dict[str, Any], args: tuple, reps: int) -> dict[str, float | None]:
-  """Median milliseconds of each compiled step, run round-robin ``reps`` times after one warm-up round."""
-  times: dict[str, list[float]] = {name: [] for name in compiled}
-  for rnd in range(reps + 1):
-    for name, fn in compiled.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      if rnd:
-        times[name].append(time.perf_counter() - start)
-  return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+def _run(fn, args):
+  jax.block_until_ready(fn(*args))
 
 
 def _mib(n: int) -> str:
