@@ -113,6 +113,8 @@ def corpus() -> tuple[bytes, list[dict[str, Any]]]:
 def windows(tokens: np.ndarray, context: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
   """Non-overlapping windows of ``context + 1`` tokens: inputs (the first ``context``), targets (the last)."""
   n = min((len(tokens) - 1) // context, limit)
+  if n == 0:
+    return np.zeros((0, context), np.int32), np.zeros((0, context), np.int32)
   w = np.lib.stride_tricks.sliding_window_view(tokens, context + 1)[: n * context : context]
   return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
 
@@ -192,7 +194,7 @@ class CharLM(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, train: bool) -> jax.Array:
     x = nn.Embed(VOCAB, self.dim)(tokens)
-    x = x + nn.Embed(self.context, self.dim, name="positions")(jnp.arange(tokens.shape[1]))
+    x = x + nn.Embed(self.context, self.dim, name="positions")(jnp.arange(tokens.shape[1])[None])
     x = nn.Dropout(self.dropout)(x, deterministic=not train) if self.impl == "flax" else \
         jdl.Dropout(self.dropout)(x, deterministic=not train)
     for rate in jaxdrop.drop_path_rates(self.drop_path, self.depth):
