@@ -338,7 +338,7 @@ def report_section(record: dict[str, Any], seeds: int) -> list[str]:
   s, costs, corpus_entry = entry["valid_bpc"], entry["cost"], record["corpus"]
   limit = f"{config['memory_limit_mib'] / 1024:g} GiB"
   lines = [
-      "## E10: a causal character-level transformer at context ≥ 1024 (beyond the tutorials)",
+      "## E10: a causal character-level transformer with blockwise attention dropout (beyond the tutorials)",
       "",
       f"{record['dataset']['note']} (sha256 of each pinned in the record). Byte-level (vocabulary {VOCAB});"
       f" {config['depth']} causal pre-norm blocks of width {config['dim']} with {config['heads']} heads,"
