@@ -67,17 +67,21 @@ def test_the_sdist_holds_the_sources_license_and_changelog(dist):
 def test_the_wheel_works_outside_the_repository(dist, tmp_path):
   """A fresh venv with the wheel and, for its dependencies, this environment's site-packages (no network)."""
   wheel, _ = dist
+  # The root conftest points PYTHONPATH at the checkout, where an editable install leaves jaxdrop.egg-info: pip
+  # would take that for an installed jaxdrop and skip the wheel, and python would import the checkout's copy.
+  clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   venv = tmp_path / "venv"
-  run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+  run(sys.executable, "-m", "venv", "--without-pip", str(venv), env=clean)
   python = venv / "bin" / "python"
-  site = pathlib.Path(run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
+  site = pathlib.Path(run(str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                          env=clean).strip())
   run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-index", "--no-deps", "-q", str(wheel),
-      cwd=tmp_path)
+      cwd=tmp_path, env=clean)
+  assert (site / "jaxdrop" / "__init__.py").is_file(), sorted(p.name for p in site.iterdir())
   # Then the dependencies, from this environment; its .pth files (this checkout's editable install) are not read.
   (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
   outside = tmp_path / "elsewhere"
   outside.mkdir()
-  clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the root conftest points it at the checkout
   printed = run(str(python), "-c", QUICKSTART.format(venv=str(venv)), cwd=outside, env=clean)
   assert printed.strip() == jaxdrop.__version__
 
