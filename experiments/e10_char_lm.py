@@ -29,7 +29,6 @@ if __package__ in (None, ""):  # run as a script: import the experiments package
   sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import dataclasses
-import functools
 import hashlib
 import math
 import sysconfig
@@ -47,6 +46,7 @@ from experiments import command_line
 from experiments.config import Config, option
 from experiments.data import Dataset
 from experiments.errors import ConfigError
+from experiments.models import ViTBlock
 from experiments.plots import plot_curves
 from experiments.records import seed_summary
 from experiments.runner import Experiment, Part, train_run
@@ -140,43 +140,6 @@ def char_data(config: E10Config) -> tuple[Dataset, dict[str, Any]]:
   return data, entry
 
 
-class Block(nn.Module):
-  """A pre-norm causal block: ``x + drop_path(drop(attention(norm(x))))``, then the same with an MLP.
-
-  ``impl="jaxdrop"``: jaxdrop's blockwise causal attention (no ``L x L`` array, no stored mask),
-  :class:`jaxdrop.linen.Dropout` and :class:`jaxdrop.linen.DropPath`; ``impl="flax"``: Flax's
-  ``nn.dot_product_attention`` with a causal mask, ``nn.Dropout`` and drop-path as
-  ``nn.Dropout(broadcast_dims=(1, 2))``. The parameters are the same.
-  """
-
-  heads: int
-  mlp_dim: int
-  dropout: float
-  attention_dropout: float
-  drop_path: float
-  impl: str = "jaxdrop"
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    det = not train
-    if self.impl == "jaxdrop":
-      attention_fn = functools.partial(jaxdrop.attention.dot_product_attention, is_causal=True,
-                                       implementation="blockwise")
-      mask, drop = None, jdl.Dropout
-      path = lambda y: jdl.DropPath(self.drop_path)(y, deterministic=det)
-    else:
-      attention_fn, drop = nn.dot_product_attention, nn.Dropout
-      mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32))  # (batch, 1, L, L)
-      path = lambda y: nn.Dropout(self.drop_path, broadcast_dims=(1, 2))(y, deterministic=det)
-    y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dropout_rate=self.attention_dropout,
-                                        broadcast_dropout=False, attention_fn=attention_fn)(
-        nn.LayerNorm()(x), mask=mask, deterministic=det)
-    x = x + path(drop(self.dropout)(y, deterministic=det))
-    y = nn.gelu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x)))
-    y = nn.Dense(x.shape[-1])(drop(self.dropout)(y, deterministic=det))
-    return x + path(drop(self.dropout)(y, deterministic=det))
-
-
 class CharLM(nn.Module):
   """A decoder-only transformer over bytes: embedding plus learned positions, ``depth`` causal pre-norm blocks
   with drop-path rising to ``drop_path`` (:func:`jaxdrop.drop_path_rates`), a final norm and a linear head."""
@@ -197,8 +160,10 @@ class CharLM(nn.Module):
     x = x + nn.Embed(self.context, self.dim, name="positions")(jnp.arange(tokens.shape[1])[None])
     x = nn.Dropout(self.dropout)(x, deterministic=not train) if self.impl == "flax" else \
         jdl.Dropout(self.dropout)(x, deterministic=not train)
-    for rate in jaxdrop.drop_path_rates(self.drop_path, self.depth):
-      x = Block(self.heads, self.mlp_dim, self.dropout, self.attention_dropout, rate, self.impl)(x, train)
+    for i, rate in enumerate(jaxdrop.drop_path_rates(self.drop_path, self.depth)):
+      block = ViTBlock(self.heads, self.mlp_dim, self.dropout, self.attention_dropout, rate, self.impl,
+                       causal=True, name=f"Block_{i}")  # E10's parameter names: Block_0, Block_1, ...
+      x = block(x, train)
     return nn.Dense(VOCAB)(nn.LayerNorm()(x))
 
 

@@ -9,6 +9,7 @@ dropout) and ``cpu_workarounds=False`` (plain ``nn.Conv``/``nn.max_pool`` instea
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -209,7 +210,8 @@ class ViTBlock(nn.Module):
   ``impl="jaxdrop"`` uses :mod:`jaxdrop`'s attention dropout (key-only), :class:`jaxdrop.linen.Dropout`
   and :class:`jaxdrop.linen.DropPath`; ``impl="flax"`` builds the same block from Flax's own dropout:
   ``nn.dot_product_attention``'s and ``nn.Dropout`` (drop-path as ``nn.Dropout(broadcast_dims=(1, 2))``,
-  one draw per example, as big_vision does).
+  one draw per example, as big_vision does). ``causal=True`` makes it a language model's block: jaxdrop's
+  blockwise causal attention (no ``L x L`` array), or Flax's with a causal mask.
   """
 
   heads: int
@@ -218,19 +220,25 @@ class ViTBlock(nn.Module):
   attention_dropout: float
   drop_path: float
   impl: str = "jaxdrop"
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     det = not train
+    mask = None
     if self.impl == "jaxdrop":
       attention_fn, drop = jaxdrop.attention.dot_product_attention, jdl.Dropout
+      if self.causal:
+        attention_fn = functools.partial(attention_fn, is_causal=True, implementation="blockwise")
       path = lambda y: jdl.DropPath(self.drop_path)(y, deterministic=det)
     else:
       attention_fn, drop = nn.dot_product_attention, nn.Dropout
+      if self.causal:
+        mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32))  # (batch, 1, L, L)
       path = lambda y: nn.Dropout(self.drop_path, broadcast_dims=(1, 2))(y, deterministic=det)
     y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dropout_rate=self.attention_dropout,
-                                        broadcast_dropout=False, attention_fn=attention_fn)(nn.LayerNorm()(x),
-                                                                                            deterministic=det)
+                                        broadcast_dropout=False, attention_fn=attention_fn)(
+        nn.LayerNorm()(x), mask=mask, deterministic=det)
     x = x + path(drop(self.dropout)(y, deterministic=det))
     y = nn.gelu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x)))
     y = nn.Dense(x.shape[-1])(drop(self.dropout)(y, deterministic=det))
