@@ -307,13 +307,7 @@ def tile_lanes(seed: jax.Array, shape: tuple, bits: int, starts: tuple,
   with _wide(wide):
     dtype = _U64 if wide else _U32
     if _shares_words(shape, starts, tile_shape, lanes_per_word) and _unpartitioned():
-      groups = math.prod(shape[:-2]) // lanes_per_word
-      rows = (groups, *shape[-2:])
-      index = _tile_index(rows, (0, *starts[-2:]), (groups, *tile_shape[-2:]), dtype)
-      words = _hash(seed, *_word_counter(index))  # word w of the stream at group w // (Lq * Lk), lane 0
-      lanes = jnp.stack([(words >> jnp.uint32(t * bits)) & jnp.uint32(2**bits - 1)
-                         for t in range(lanes_per_word)])
-      return lanes.reshape(tile_shape)
+      return _cut_lanes(_shared_words(seed, shape, bits, starts, tile_shape), bits, tile_shape)
     hi, lo, lane = _split_index(_tile_index(shape, starts, tile_shape, dtype), size, lanes_per_word)
     words = _hash(seed, hi, lo)
     if bits == 32:
@@ -329,7 +323,10 @@ def tile_bernoulli(seed: jax.Array, shape: tuple, threshold, bits: int, starts: 
   computed once into a buffer (``prod(tile_shape)`` bytes) behind a
   conditional, as :func:`_materialized_words` does for whole masks: XLA:CPU
   would otherwise hash each word again inside every consumer of the tile, once
-  per lane and once per element it is broadcast to.
+  per lane and once per element it is broadcast to. Where the tile holds all
+  the lanes of its words (see :func:`tile_lanes`), the words too are computed
+  once, behind a conditional of their own, before they are cut into lanes (in
+  one fusion, XLA:CPU would hash each word once per lane).
 
   Args:
     seed: ``uint32[2]`` from :func:`derive_seed`.
@@ -345,16 +342,43 @@ def tile_bernoulli(seed: jax.Array, shape: tuple, threshold, bits: int, starts: 
   threshold = jnp.asarray(threshold, jnp.uint32)
   starts = tuple(starts)
   dynamic = [a for a, s in enumerate(starts) if not isinstance(s, int)]
-  static = tuple(None if a in dynamic else s for a, s in enumerate(starts))
+
+  def at(traced):  # the starts, with the traced ones (operands of the conditionals below) in their places
+    given = dict(zip(dynamic, traced, strict=True))
+    return tuple(given.get(a, s) for a, s in enumerate(starts))
 
   def gen(seed, threshold, *traced):
-    given = dict(zip(dynamic, traced, strict=True))
-    at = tuple(given[a] if s is None else s for a, s in enumerate(static))
-    return tile_lanes(seed, shape, bits, at, tile_shape) < threshold
+    return tile_lanes(seed, shape, bits, at(traced), tile_shape) < threshold
+
+  def words(seed, *traced):
+    return _shared_words(seed, shape, bits, at(traced), tile_shape)
+
+  def cut(seed, threshold, *traced):  # the lanes of words computed once, compared
+    return _cut_lanes(_computed_once(words, seed, *traced), bits, tile_shape) < threshold
+
+  def gen_cpu(seed, threshold, *traced):
+    shared = _shares_words(shape, starts, tile_shape, 32 // bits) and _unpartitioned()
+    return _computed_once(cut if shared else gen, seed, threshold, *traced)
 
   traced = [jnp.asarray(starts[a], jnp.int32) for a in dynamic]
-  return lax.platform_dependent(seed, threshold, *traced, cpu=functools.partial(_computed_once, gen),
-                                default=gen)
+  return lax.platform_dependent(seed, threshold, *traced, cpu=gen_cpu, default=gen)
+
+
+def _shared_words(seed, shape: tuple, bits: int, starts: tuple, tile_shape: tuple[int, ...]) -> jax.Array:
+  """The words a tile's lanes are cut from, when they are all its own (:func:`_shares_words`): word ``w`` of
+  the stream at group ``w // (Lq * Lk)`` of ``(prod(shape[:-2]) // (32 // bits), Lq, Lk)``."""
+  groups = math.prod(shape[:-2]) // (32 // bits)
+  rows = (groups, *shape[-2:])
+  wide = _needs_64_bits(math.prod(shape))
+  with _wide(wide):
+    index = _tile_index(rows, (0, *starts[-2:]), (groups, *tile_shape[-2:]), _U64 if wide else _U32)
+    return _hash(seed, *_word_counter(index))
+
+
+def _cut_lanes(words: jax.Array, bits: int, tile_shape: tuple[int, ...]) -> jax.Array:
+  """The lanes of :func:`_shared_words`, lane ``t`` of every word along the leading axes' ``t``-th part."""
+  lanes = jnp.stack([(words >> jnp.uint32(t * bits)) & jnp.uint32(2**bits - 1) for t in range(32 // bits)])
+  return lanes.reshape(tile_shape)
 
 
 def _computed_once(gen, *args):
