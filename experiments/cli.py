@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
   )
   reproduce_.add_argument("--seeds", type=int, default=5,
                           help="seeds of the dropout comparison, of E3 and of E9 (default: 5)")
+  reproduce_.add_argument("--jobs", type=int, default=2, metavar="N",
+                          help="parts run at once, each in its own process (default: 2; 1: one after another"
+                          " in this process); the results are the same")
   add_output_options(reproduce_, "runs/reproduce-<UTC time>")
 
   replay_ = commands.add_parser(
@@ -89,10 +92,12 @@ def _run(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
   if args.seeds < 1:
     raise ConfigError(f"--seeds must be a positive integer, got {args.seeds}.")
+  if args.jobs < 1:
+    raise ConfigError(f"--jobs must be a positive integer, got {args.jobs}.")
   check_backend()
   with open_run_folder(args.out or default_out("reproduce"), kind="reproduce", options={"seeds": args.seeds},
                        overwrite=args.overwrite, parts=PARTS) as folder:
-    report = reproduce(folder.path, seeds=args.seeds, emit=print, quiet=args.quiet)
+    report = reproduce(folder.path, seeds=args.seeds, emit=print, quiet=args.quiet, jobs=args.jobs)
   print(f"wrote {report}")
   return 0
 

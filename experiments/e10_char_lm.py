@@ -68,7 +68,7 @@ VERSIONS = ("jaxdrop", "flax")
 # In reproduce: a tiny model at context 256, few windows, one seed pair: seconds, not the full form's minutes.
 SUITE = {"context": 256, "dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "epochs": 2, "batch_size": 4,
          "max_train_windows": 48, "max_valid_windows": 16, "seeds": 2,
-         "search_memory": False}
+         "search_memory": False, "step_costs": False}
 
 
 @dataclasses.dataclass
@@ -89,9 +89,19 @@ class E10Config(Config):
   drop_path: float = option(0.1, "drop-path rate of the last block (rising linearly from 0)", rate=True)
   max_train_windows: int = option(1_000_000, "train on at most this many windows (the first ones)")
   max_valid_windows: int = option(1_000_000, "validate on at most this many windows (the first ones)")
+  step_costs: bool = option(True, "compile one train step of each version (jaxdrop's and Flax's attention"
+                            " dropout) and time them side by side")
   search_memory: bool = option(True, "find the longest context each version fits in --memory-limit-mib of"
                                " compiled temporary memory (compiling only)")
   memory_limit_mib: int = option(8192, "the memory of that search, MiB")
+
+  def validate(self) -> None:
+    super().validate()
+    if self.dim % self.heads:
+      raise ConfigError(f"--heads {self.heads} must divide --dim {self.dim}.")
+    if self.search_memory and not self.step_costs:
+      raise ConfigError("--search-memory reports beside the step costs: drop --no-step-costs, or add"
+                        " --no-search-memory.")
 
 
 def corpus() -> tuple[bytes, list[dict[str, Any]]]:
@@ -258,13 +268,11 @@ def bits(nats: float) -> float:
 
 
 def run(config: E10Config, record, emit, quiet: bool) -> None:
-  if config.heads < 1 or config.dim % config.heads:
-    raise ConfigError(f"--heads {config.heads} must divide --dim {config.dim}.")
   data, corpus_entry = char_data(config)
   record.set_dataset(data, "stdlib")
   record.data["corpus"] = corpus_entry
   emit(f"data: {data.note}")
-  costs = step_costs(config, data)
+  costs = step_costs(config, data) if config.step_costs else {}
   for v, c in costs.items():
     emit(f"{v}: one train step at context {config.context}: {c['step_ms']:.1f} ms, {c['temp_mib']:.1f} MiB"
          " compiled temporary memory")
@@ -284,7 +292,8 @@ def run(config: E10Config, record, emit, quiet: bool) -> None:
     entry["history"]["train_bpc"] = np.mean([e["history"]["train_bpc"] for e in per_seed], axis=0).tolist()
     entry["history"]["test_bpc"] = np.mean([e["history"]["test_bpc"] for e in per_seed], axis=0).tolist()
   entry["valid_bpc"] = seed_summary([e["history"]["test_bpc"][-1] for e in per_seed], (0.0, math.log2(VOCAB)))
-  entry["cost"] = costs
+  if costs:
+    entry["cost"] = costs
   s = entry["valid_bpc"]
   emit(f"jaxdrop: validation {s['mean']:.4f} +- {s['sd']:.4f} bits per character over {s['n']} seeds"
        f" (95% CI {s['ci95'][0]:.4f}..{s['ci95'][1]:.4f}; uniform: {math.log2(VOCAB):.0f})")
@@ -300,7 +309,7 @@ def report_section(record: dict[str, Any], seeds: int) -> list[str]:
   longest context in 8 GiB."""
   config, defaults = record["config"], E10Config()
   (entry,) = record["runs"]
-  s, costs, corpus_entry = entry["valid_bpc"], entry["cost"], record["corpus"]
+  s, costs, corpus_entry = entry["valid_bpc"], entry.get("cost"), record["corpus"]
   limit = f"{config['memory_limit_mib'] / 1024:g} GiB"
   lines = [
       "## E10: a causal character-level transformer with blockwise attention dropout (beyond the tutorials)",
@@ -317,19 +326,26 @@ def report_section(record: dict[str, Any], seeds: int) -> list[str]:
       "",
       f"Validation: **{s['mean']:.3f} ± {s['sd']:.3f} bits per character** (95 % CI {s['ci95'][0]:.3f}.."
       f"{s['ci95'][1]:.3f}, {s['n']} seeds; uniform over bytes: {math.log2(VOCAB):.0f}).",
-      "",
-      "One train step at the same context and batch, the same model with Flax's attention dropout"
-      " (`nn.dot_product_attention`, causal mask, `broadcast_dropout=False`), timed side by side; the longest"
-      f" context whose step compiles into {limit} of temporary memory (a multiple of {GRANULE}, by compiling"
-      " only; doubling, then bisecting to within an eighth):",
-      "",
-      f"| attention dropout | one step (ms) | compiled temp memory (MiB) | longest context in {limit} |",
-      "|---|---|---|---|",
   ]
-  for v, label in (("jaxdrop", "jaxdrop blockwise"), ("flax", "Flax")):
-    c = costs[v]
-    longest = c["fits"]["longest"] if "fits" in c else "not searched here"
-    lines.append(f"| {label} | {c['step_ms']:.1f} | {c['temp_mib']:.1f} | {longest} |")
+  if costs is None:
+    lines += ["", "One train step's time and compiled temporary memory against the same model with Flax's"
+              " attention dropout are not measured here (`python -m experiments run e10` measures them, and the"
+              " longest context each fits in 8 GiB)."]
+  else:
+    lines += [
+        "",
+        "One train step at the same context and batch, the same model with Flax's attention dropout"
+        " (`nn.dot_product_attention`, causal mask, `broadcast_dropout=False`), timed side by side; the longest"
+        f" context whose step compiles into {limit} of temporary memory (a multiple of {GRANULE}, by compiling"
+        " only; doubling, then bisecting to within an eighth):",
+        "",
+        f"| attention dropout | one step (ms) | compiled temp memory (MiB) | longest context in {limit} |",
+        "|---|---|---|---|",
+    ]
+    for v, label in (("jaxdrop", "jaxdrop blockwise"), ("flax", "Flax")):
+      c = costs[v]
+      longest = c["fits"]["longest"] if "fits" in c else "not searched here"
+      lines.append(f"| {label} | {c['step_ms']:.1f} | {c['temp_mib']:.1f} | {longest} |")
   lines += ["", f"Corpus: {corpus_entry['total_bytes']} bytes from `{corpus_entry['stdlib']}`. Train bits per"
             " character are the running mean over the epoch with dropout on.", "",
             "![E10: bits per character per epoch](e10/curves.png)", ""]
@@ -345,7 +361,8 @@ EXPERIMENT = Experiment(
     run=run,
     part=Part(report_section, options=lambda seeds: dict(SUITE),
               quick={"context": 128, "dim": 16, "heads": 2, "mlp_dim": 32, "epochs": 2,
-                     "max_train_windows": 16, "max_valid_windows": 4, "search_memory": False}),
+                     "max_train_windows": 16, "max_valid_windows": 4, "search_memory": False,
+                     "step_costs": True}),
 )
 
 

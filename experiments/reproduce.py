@@ -12,8 +12,11 @@ dropout's calibration and predictive entropy).
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
+import multiprocessing
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +35,65 @@ def parts() -> dict[str, Experiment]:
 PARTS = tuple(parts())
 
 
-def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet: bool = True) -> Path:
+def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet: bool = True, jobs: int = 1,
+              folders: Sequence[str] | None = None, options: dict[str, dict[str, Any]] | None = None) -> Path:
   """Runs the offline suite into ``out_dir`` and writes ``out_dir/report.md``.
 
   Args:
     out_dir: an existing, empty folder.
     seeds: the ``--seeds`` of the suite (runs per configuration of the dropout comparison, of E3 and of E9).
-    emit: receives progress lines.
+    emit: receives progress lines (with ``jobs > 1`` the workers print theirs, each prefixed with its part).
     quiet: no progress bars.
+    jobs: how many parts run at once, each in a process of its own (spawned: JAX's runtime does not survive
+      a fork). Much of a part's time is XLA compiling on one core, so two of them overlap well on two cores.
+      ``1`` runs them one after another in this process. The records are the same either way: each part
+      runs the same programs on the same devices.
+    folders: the parts to run (a subset of :data:`PARTS`, run and reported in the suite's order); all when
+      ``None``.
+    options: per part folder, options on top of the part's own (the tests' ``quick`` ones).
 
   Returns:
     The path of ``report.md``.
+
+  Example:
+    >>> reproduce(folder, jobs=2)  # doctest: +SKIP
   """
   out_dir = Path(out_dir)
   started = time.perf_counter()
+  chosen = list(parts()) if folders is None else [f for f in parts() if f in folders]
+  unknown = sorted(set(folders or ()) - set(parts()))
+  if unknown:
+    raise ValueError(f"folders: {unknown} are not parts of the suite; choose from {list(parts())}.")
+  if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
+  options = options or {}
   records: dict[str, Any] = {}
-  for folder, experiment in parts().items():
-    emit(f"== {folder}")
-    records[folder] = experiment.run_part(out_dir / folder, seeds, emit, quiet)
+  if jobs == 1 or len(chosen) == 1:
+    for folder in chosen:
+      emit(f"== {folder}")
+      records[folder] = _run_part(folder, out_dir, seeds, quiet, options.get(folder, {}), emit)
+  else:
+    emit(f"== {', '.join(chosen)}: {jobs} at a time, each in its own process")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+      futures = {folder: pool.submit(_run_part, folder, out_dir, seeds, quiet, options.get(folder, {}))
+                 for folder in chosen}
+      try:
+        records = {folder: future.result() for folder, future in futures.items()}
+      except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # the parts not started never start
+        raise
   report = out_dir / "report.md"
   report.write_text(render_report(records, time.perf_counter() - started, seeds))
   return report
+
+
+def _run_part(folder: str, out_dir: Path, seeds: int, quiet: bool, options: dict[str, Any],
+              emit: Emit | None = None) -> dict[str, Any]:
+  """One part of the suite into ``out_dir/folder``; its record. In a worker (``emit`` ``None``) its progress
+  lines are printed, prefixed with the folder."""
+  if emit is None:
+    emit = lambda line: print(f"[{folder}] {line}", flush=True)  # noqa: E731
+  return parts()[folder].run_part(out_dir / folder, seeds, emit, quiet, **options)
 
 
 def render_report(records: dict[str, Any], wall_time: float, seeds: int) -> str:

@@ -96,6 +96,48 @@ def test_report_renders_every_part(small_records):
     assert needle in text, needle
 
 
+def _results(record):
+  """A record without what differs from run to run (times, dates, folders): every hash and metric."""
+  if isinstance(record, dict):
+    return {k: _results(v) for k, v in record.items() if k not in ("wall_time_s", "started_at", "out_dir")}
+  if isinstance(record, list):
+    return [_results(v) for v in record]
+  return "nan" if isinstance(record, float) and record != record else record
+
+
+def test_parts_in_worker_processes_give_the_in_process_records(small_records, tmp_path, capfd):
+  # --jobs 2 (the CLI's default) runs parts in spawned processes: bitwise the same parameters and metrics as
+  # the parts run in this process (the small_records fixture), and the report holds the parts run.
+  _, records = small_records
+  folders = ("e3", "e9")
+  quick = {f: reproduce.parts()[f].part.quick for f in folders}
+  report = reproduce.reproduce(tmp_path, seeds=2, jobs=2, folders=folders, options=quick)
+  out = capfd.readouterr().out  # the workers print to the file descriptor they inherit
+  assert "[e3] " in out and "[e9] " in out  # the workers' progress lines, each prefixed with its part
+  for folder in folders:
+    got = json.loads((tmp_path / folder / "record.json").read_text())
+    assert _results(got) == _results(records[folder])
+    assert '"param_sha256": "' in json.dumps(got)  # the comparison covers the parameters' hashes
+  text = report.read_text()
+  assert "## E3" in text and "## E9" in text and "## E8" not in text
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"jobs": 0}, "jobs must be a positive integer, got 0"), ({"jobs": True}, "jobs must be a positive integer"),
+    ({"folders": ("e3", "e99")}, r"folders: \['e99'\] are not parts of the suite; choose from"),
+])
+def test_reproduce_refuses_bad_jobs_and_folders(kwargs, match, tmp_path):
+  with pytest.raises(ValueError, match=match):
+    reproduce.reproduce(tmp_path, **kwargs)
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_reproduce_jobs_flag_is_checked_before_any_folder_is_made(tmp_path, capsys):
+  assert cli.main(["reproduce", "--jobs", "0", "--out", str(tmp_path / "o")]) == 2
+  assert "--jobs must be a positive integer, got 0" in capsys.readouterr().err
+  assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_experiment_script_runs_on_its_own(script, tmp_path):
   """``python experiments/eN_*.py --help`` works from any folder: the script is ``run eN`` of the command."""

@@ -5,7 +5,6 @@ import math
 import sysconfig
 from pathlib import Path
 
-import jax
 import pytest
 
 from experiments import e10_char_lm as e10
@@ -13,11 +12,10 @@ from experiments.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-  root = tmp_path_factory.mktemp("e10")
-  with jax.numpy_dtype_promotion("standard"):
-    record = e10.EXPERIMENT.run_part(root / "e10", 2, lambda line: None, True, **e10.EXPERIMENT.part.quick)
-  return root, record
+def quick(small_records):
+  """E10's quick run (its part's ``quick`` options, 2 seeds), shared with the other parts' tests."""
+  root, records = small_records
+  return root, records["e10"]
 
 
 def test_the_record_pins_the_corpus_files_and_their_hashes(quick):
@@ -74,6 +72,24 @@ def test_the_figure_exists_and_the_report_links_it(quick):
   section = "\n".join(e10.report_section(record, 2))
   assert "](e10/curves.png)" in section and "bits per character" in section
   assert "not searched here" in section  # the quick run skips the search (see the next test)
+
+
+def test_the_reduced_suite_skips_the_step_costs_and_says_where_they_are_measured(quick):
+  _, record = quick
+  assert e10.SUITE["step_costs"] is False and e10.EXPERIMENT.part.quick["step_costs"] is True
+  (run,) = record["runs"]
+  without = {**record, "runs": [{k: v for k, v in run.items() if k != "cost"}]}
+  section = "\n".join(e10.report_section(without, 2))
+  assert "not measured here (`python -m experiments run e10` measures them" in section
+  assert "| jaxdrop blockwise |" not in section and "| jaxdrop blockwise |" in "\n".join(e10.report_section(record, 2))
+
+
+def test_the_memory_search_needs_the_step_costs():
+  with pytest.raises(ConfigError, match="--search-memory .* --no-step-costs, or add --no-search-memory"):
+    e10.E10Config(step_costs=False).validate()
+  e10.E10Config(step_costs=False, search_memory=False).validate()
+  with pytest.raises(ConfigError, match="--heads 3 must divide --dim 64"):
+    e10.E10Config(heads=3).validate()
 
 
 @pytest.mark.parametrize("memory", [lambda n: n * 2**20, lambda n: 100 * 2**20 + n * n * 64])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import registry
+from experiments import e8_vit, registry
 from experiments.errors import ConfigError
 from experiments.registry import EXPERIMENTS, run_experiment
 
@@ -134,6 +134,18 @@ def test_e8_compares_jaxdrop_with_flax_over_seeds_with_step_costs(small_records)
   # key-only attention dropout: one train step needs less compiled memory than with Flax's dropout
   assert runs["jaxdrop"]["cost"]["temp_mib"] < runs["flax"]["cost"]["temp_mib"]
   assert runs["jaxdrop"]["param_sha256"] != runs["flax"]["param_sha256"]
+
+
+def test_e8s_reduced_suite_skips_the_step_costs_and_says_where_they_are_measured(small_records):
+  _, records = small_records
+  record = records["e8"]
+  assert e8_vit.SUITE["step_costs"] is False and e8_vit.EXPERIMENT.part.quick["step_costs"] is True
+  without = {**record, "config": {**record["config"], "step_costs": False},
+             "runs": [{k: v for k, v in r.items() if k != "cost"} for r in record["runs"]]}
+  section = "\n".join(e8_vit.report_section(without, 2))
+  assert "not measured here (`python -m experiments run e8` measures them)" in section
+  assert section.count("| not measured here | not measured here |") == 2
+  assert "timed side by side" in "\n".join(e8_vit.report_section(record, 2))
 
 
 def test_e9_reports_calibration_and_entropy_over_seeds(small_records):
