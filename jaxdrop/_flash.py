@@ -218,18 +218,6 @@ def _keep(spec: _Spec, dropout: Dropout, i, j) -> jax.Array:
                              spec.tile_shape)
 
 
-def _computed_once_on_cpu(p: jax.Array) -> jax.Array:
-  """``p``, computed into a buffer of its own on XLA:CPU (chosen at lowering).
-
-  With dropout a tile's probabilities have two consumers (the row sum and the
-  dropped product in the forward pass; the dropped product and ``dS`` in the
-  backward pass), and XLA:CPU would compute the exponentials again inside
-  each; a conditional stops that (:func:`jaxdrop._bits._computed_once`).
-  """
-  identity = lambda p: p  # noqa: E731
-  return lax.platform_dependent(p, cpu=lambda p: _bits._computed_once(identity, p), default=identity)
-
-
 def _max_length(spec: _Spec, lengths) -> jax.Array | None:
   return None if lengths is None else jnp.clip(jnp.max(lengths), 0, spec.lk)
 
@@ -276,8 +264,6 @@ def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout):
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # rows with nothing allowed yet: exp(-inf) = 0
       p = jnp.exp(s - shift[..., None])
-      if dropout is not None:
-        p = _computed_once_on_cpu(p)
       alpha = jnp.exp(m - shift)
       norm = alpha * norm + jnp.sum(p, axis=-1)
       if dropout is not None:
@@ -327,8 +313,6 @@ def _attend_bwd(spec: _Spec, residuals, g):
       q_i, g_i = _index(q, i), _index(g, i)
       s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths)
       p = jnp.exp(s - _index(lse, i)[..., None])  # 0 where not allowed, and on rows with nothing allowed
-      if dropout is not None:
-        p = _computed_once_on_cpu(p)
       dp = jnp.einsum(_SCORES, g_i, v_j, precision=spec.precision, preferred_element_type=_F32)
       if dropout is None:
         dropped = p
