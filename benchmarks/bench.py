@@ -31,6 +31,9 @@ the median kept. Sections:
 7. ``attention_long``: a self-attention gradient step at lengths 1024 to 16384
    (``benchmarks/attention_long.py``): Flax's dropout, jaxdrop's reference and
    blockwise paths, and ``jax.nn.dot_product_attention``.
+8. ``step_overhead``: dropout's cost inside the train steps of E2's MLP, E4's
+   CNN, E8's ViT and a 12-block encoder, jaxdrop's against Flax's, on the
+   engine's loop and scan paths (``benchmarks/step_overhead.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from benchmarks import attention_long
+from benchmarks import attention_long, step_overhead
 from experiments.files import write_json
 from experiments.models import CNN, MLP, MatConvNet
 from experiments.records import environment
@@ -61,7 +64,7 @@ from jaxdrop._masked import keep_for, masked_affine_stored
 
 __all__ = ["SECTIONS", "run_bench"]
 
-SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long")
+SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long", "step_overhead")
 
 
 def _torch():
@@ -547,6 +550,9 @@ def render(results: dict[str, Any]) -> str:
     out.append("")
   if "attention_long" in results:  # benchmarks/attention_long.py
     out += [attention_long.render(results["attention_long"]), ""]
+  if "step_overhead" in results:  # benchmarks/step_overhead.py
+    out += ["**Dropout inside train steps** (ms per step; overhead against the same step without dropout)", "",
+            step_overhead.render(results["step_overhead"]), ""]
   if "memory" in results:
     out += ["**Compiled temporary memory of a train step** (`memory_analysis().temp_size_in_bytes`)", "",
             "| model | variant | temp MiB | extra MiB | vs no dropout |", "|---|---|---|---|---|"]
@@ -571,7 +577,8 @@ def run_bench(out_dir: str | Path, sections=SECTIONS, reps: int = 20, emit: Call
   }
   runners = {"dropout": lambda: bench_dropout(reps=reps), "epoch": bench_epoch, "seeds": bench_seeds,
              "memory": bench_memory, "conv": bench_conv, "attention": bench_attention,
-             "attention_long": attention_long.bench_attention_long}
+             "attention_long": attention_long.bench_attention_long,
+             "step_overhead": step_overhead.bench_step_overhead}
   for section in sections:
     emit(f"== {section}")
     results[section] = runners[section]()

@@ -61,9 +61,12 @@ def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet:
   out_dir = Path(out_dir)
   started = time.perf_counter()
   chosen = list(parts()) if folders is None else [f for f in parts() if f in folders]
-  unknown = sorted(set(folders or ()) - set(parts()))
-  if unknown:
-    raise ValueError(f"folders: {unknown} are not parts of the suite; choose from {list(parts())}.")
+  for name, given in (("folders", folders or ()), ("options", options or {})):
+    unknown = sorted(set(given) - set(parts()))
+    if unknown:
+      raise ValueError(f"{name}: {unknown} are not parts of the suite; choose from {list(parts())}.")
+  if not chosen:
+    raise ValueError(f"folders: choose at least one part of the suite, from {list(parts())}.")
   if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
     raise ValueError(f"jobs must be a positive integer, got {jobs!r}.")
   options = options or {}

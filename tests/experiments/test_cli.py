@@ -125,6 +125,8 @@ def test_parts_in_worker_processes_give_the_in_process_records(small_records, tm
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"jobs": 0}, "jobs must be a positive integer, got 0"), ({"jobs": True}, "jobs must be a positive integer"),
     ({"folders": ("e3", "e99")}, r"folders: \['e99'\] are not parts of the suite; choose from"),
+    ({"folders": ()}, "folders: choose at least one part"),
+    ({"options": {"e3x": {}}}, r"options: \['e3x'\] are not parts of the suite"),
 ])
 def test_reproduce_refuses_bad_jobs_and_folders(kwargs, match, tmp_path):
   with pytest.raises(ValueError, match=match):
