@@ -306,7 +306,7 @@ def tile_lanes(seed: jax.Array, shape: tuple, bits: int, starts: tuple,
   wide = _needs_64_bits(size)
   with _wide(wide):
     dtype = _U64 if wide else _U32
-    if _shares_words(shape, starts, tile_shape, lanes_per_word) and _unpartitioned():
+    if _shares_words(shape, starts, tile_shape, lanes_per_word):
       return _cut_lanes(_shared_words(seed, shape, bits, starts, tile_shape), bits, tile_shape)
     hi, lo, lane = _split_index(_tile_index(shape, starts, tile_shape, dtype), size, lanes_per_word)
     words = _hash(seed, hi, lo)
@@ -357,7 +357,7 @@ def tile_bernoulli(seed: jax.Array, shape: tuple, threshold, bits: int, starts: 
     return _cut_lanes(_computed_once(words, seed, *traced), bits, tile_shape) < threshold
 
   def gen_cpu(seed, threshold, *traced):
-    shared = _shares_words(shape, starts, tile_shape, 32 // bits) and _unpartitioned()
+    shared = _shares_words(shape, starts, tile_shape, 32 // bits)
     return _computed_once(cut if shared else gen, seed, threshold, *traced)
 
   traced = [jnp.asarray(starts[a], jnp.int32) for a in dynamic]
@@ -400,8 +400,10 @@ def _computed_once(gen, *args):
 
 
 def _shares_words(shape: tuple, starts: tuple, tile_shape: tuple[int, ...], lanes_per_word: int) -> bool:
-  """Whether the elements that share each word of a tile's lanes are all in the tile (:func:`tile_lanes`)."""
-  if lanes_per_word == 1 or len(shape) < 3:
+  """Whether the elements that share each word of a tile's lanes are all in the tile and nothing is
+  partitioned (:func:`_unpartitioned`): then each word is hashed once and cut into its lanes
+  (:func:`tile_lanes`)."""
+  if lanes_per_word == 1 or len(shape) < 3 or not _unpartitioned():
     return False
   lead = shape[:-2]
   if not all(isinstance(n, int) for n in lead) or tuple(tile_shape[:-2]) != tuple(lead):
