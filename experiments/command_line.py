@@ -26,17 +26,17 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import types
 import typing
 from pathlib import Path
 
+from experiments import signals
 from experiments.config import RENAMED, config_values, flag, result_options, shown
 from experiments.errors import ConfigError
 from experiments.records import environment
 from experiments.run_folder import open_run_folder
 from experiments.runner import Experiment, run_recorded
-from jaxdrop.errors import JaxdropError
+from jaxdrop.errors import JaxdropError, TrainingStopped
 
 __all__ = ["PROG", "OneLineParser", "add_output_options", "add_run_options", "check_backend", "default_out",
            "describe", "main", "one_line_errors", "run_one", "with_flag_hints"]
@@ -217,18 +217,6 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> int:
   return one_line_errors(lambda args: run_one(experiment, args), parser.parse_args(argv))
 
 
-class Terminated(KeyboardInterrupt):
-  """SIGTERM, handled as Ctrl-C: the run stops, its record says so, its checkpoints stay."""
-
-  def __init__(self, signum: int):
-    super().__init__(f"stopped by signal {signal.Signals(signum).name}")
-    self.signum = signum
-
-
-def _raise_terminated(signum, frame):
-  raise Terminated(signum)
-
-
 def _disk_full(error: BaseException) -> bool:
   """Whether ``error`` (or an error it wraps, as orbax does) is ENOSPC."""
   seen = set()
@@ -266,33 +254,39 @@ def one_line_errors(command, args: argparse.Namespace) -> int:
   """Runs ``command(args)``; errors a user can fix become one line on stderr and an exit status.
 
   2: bad usage (:class:`~experiments.errors.ConfigError`); 1: a failed run (other jaxdrop errors, permissions,
-  a full disk); 128 + the signal for Ctrl-C and SIGTERM (handled as Ctrl-C, so the run's record says so).
+  a full disk); 128 + the signal for Ctrl-C and SIGTERM: the first stops the run after its current step,
+  with a checkpoint if it saves them, the second at once (:mod:`experiments.signals`); its record says so.
   """
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("jaxdrop").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
-  in_main_thread = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
-  try:
-    return command(args)
-  except ConfigError as e:
-    print(f"jaxdrop: error: {e}", file=sys.stderr)
-    return 2
-  except (JaxdropError, PermissionError) as e:
-    print(f"jaxdrop: error: {with_flag_hints(e)}", file=sys.stderr)
-    return 1
-  except KeyboardInterrupt as e:
-    signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
-    what = "interrupted" if signum == signal.SIGINT else "terminated"
-    print(f"jaxdrop: {what} (the run's record.json says so; continue it with --resume if it saved"
-          " checkpoints)", file=sys.stderr)
-    return 128 + signum
-  except Exception as e:
-    if not _disk_full(e):
-      raise
-    out = getattr(args, "out", None) or "the output folder"
-    print(f"jaxdrop: error: no space left on the device holding {out}; free some space and continue the run"
-          " with --resume (its last complete checkpoint is kept).", file=sys.stderr)
-    return 1
-  finally:
-    if in_main_thread:
-      signal.signal(signal.SIGTERM, previous)
+  with signals.stopping_gracefully():
+    try:
+      status = command(args)
+    except ConfigError as e:
+      print(f"jaxdrop: error: {e}", file=sys.stderr)
+      return 2
+    except (JaxdropError, PermissionError) as e:
+      print(f"jaxdrop: error: {with_flag_hints(e)}", file=sys.stderr)
+      return 1
+    except KeyboardInterrupt as e:
+      signum = e.signum if isinstance(e, signals.Terminated) else signals.pending() or signal.SIGINT
+      what = "interrupted" if signum == signal.SIGINT else "terminated"
+      if isinstance(e, TrainingStopped):
+        then = ("its checkpoint is saved, continue the run with --resume" if e.checkpointed
+                else "it kept no checkpoints (--checkpoint-every N keeps them)")
+        print(f"jaxdrop: {what} after step {e.step}: {then}; its record.json says so", file=sys.stderr)
+      else:
+        print(f"jaxdrop: {what} (the run's record.json says so; continue it with --resume if it saved"
+              " checkpoints)", file=sys.stderr)
+      return 128 + signum
+    except Exception as e:
+      if not _disk_full(e):
+        raise
+      out = getattr(args, "out", None) or "the output folder"
+      print(f"jaxdrop: error: no space left on the device holding {out}; free some space and continue the run"
+            " with --resume (its last complete checkpoint is kept).", file=sys.stderr)
+      return 1
+    if signals.requested():
+      print(f"jaxdrop: {signals.pending().name} came after the last training step; the command finished",
+            file=sys.stderr)
+    return status

@@ -22,7 +22,7 @@ import flax.linen as nn
 import numpy as np
 
 import jaxdrop
-from experiments import command_line
+from experiments import command_line, signals
 from experiments.config import Config, option
 from experiments.data import load_dataset, resolve_dataset
 from experiments.files import write_json
@@ -130,7 +130,7 @@ def compare_dropout(out_dir: Path, seeds: int, emit: Emit, quiet: bool, epochs: 
     task, init = build("concise", dataclasses.replace(base, dropout1=r1, dropout2=r2), data)
     results = training.fit_seeds(task, init, jaxdrop.sgd(base.lr), data, seeds=seed_list, epochs=epochs,
                                  batch_size=base.batch_size, quiet=quiet, description=label,
-                                 eval_every=max(1, epochs // 40), eval_train=True)
+                                 eval_every=max(1, epochs // 40), eval_train=True, stop=signals.requested)
     runs = [dict(run_entry(label, r), seed=s) for s, r in zip(seed_list, results, strict=True)]
     test_acc = [r["final"]["test_acc"] for r in runs]
     gap = [r["final"]["train_acc"] - r["final"]["test_acc"] for r in runs]

@@ -15,11 +15,13 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import multiprocessing
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments import signals
 from experiments.registry import EXPERIMENTS
 from experiments.runner import Emit, Experiment
 
@@ -77,10 +79,12 @@ def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet:
       records[folder] = _run_part(folder, out_dir, seeds, quiet, options.get(folder, {}), emit)
   else:
     emit(f"== {', '.join(chosen)}: {jobs} at a time, each in its own process")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=spawn, initializer=signals.ask_on_signals) as pool:
       futures = {folder: pool.submit(_run_part, folder, out_dir, seeds, quiet, options.get(folder, {}))
                  for folder in chosen}
       try:
+        _wait_passing_on_stops(list(futures.values()))
         records = {folder: future.result() for folder, future in futures.items()}
       except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # the parts not started never start
@@ -90,11 +94,27 @@ def reproduce(out_dir: str | Path, *, seeds: int = 5, emit: Emit = print, quiet:
   return report
 
 
+def _wait_passing_on_stops(futures: list[concurrent.futures.Future]) -> None:
+  """Waits for the workers' parts; a stop asked of this process (SIGTERM to it alone) is passed on to the
+  workers, which stop at their next step boundary (a terminal's Ctrl-C reaches them too: one request)."""
+  passed_on = False
+  while not all(f.done() for f in futures):
+    concurrent.futures.wait(futures, timeout=0.2, return_when=concurrent.futures.FIRST_EXCEPTION)
+    if any(f.done() and f.exception() is not None for f in futures):
+      return
+    if signals.requested() and not passed_on:
+      for worker in multiprocessing.active_children():
+        os.kill(worker.pid, signals.pending())
+      passed_on = True
+
+
 def _run_part(folder: str, out_dir: Path, seeds: int, quiet: bool, options: dict[str, Any],
               emit: Emit | None = None) -> dict[str, Any]:
   """One part of the suite into ``out_dir/folder``; its record. In a worker (``emit`` ``None``) its progress
-  lines are printed, prefixed with the folder."""
+  lines are printed, prefixed with the folder (and a signal stops it as it stops a run: see
+  :func:`~experiments.signals.ask_on_signals`)."""
   if emit is None:
+    signals.raise_if_requested(f"part {folder}")  # a part queued when the suite was stopped
     emit = lambda line: print(f"[{folder}] {line}", flush=True)  # noqa: E731
   return parts()[folder].run_part(out_dir / folder, seeds, emit, quiet, **options)
 

@@ -17,11 +17,13 @@ import jax
 import numpy as np
 import optax
 
+from experiments import signals
 from experiments.config import Config, result_options
 from experiments.data import Dataset
 from experiments.errors import ConfigError
 from experiments.records import RunRecord, run_entry, seeds_entry
 from jaxdrop import training
+from jaxdrop.errors import TrainingStopped
 
 __all__ = ["FIT_OPTIONS", "Emit", "Experiment", "Part", "epochs_for", "fit_options", "init_linen", "linen_task",
            "mesh_for", "norm", "run_recorded", "train_run"]
@@ -217,7 +219,7 @@ def train_run(
            else f"{name}: no checkpoint in {checkpoints.directory}; training from step 0")
   options = fit_options(config, epochs=epochs or config.epochs or 1, batch_size=batch_size, quiet=quiet,
                         description=name, **fit_kwargs)
-  saving = dict(checkpoints=checkpoints, resume=config.resume)
+  saving = dict(checkpoints=checkpoints, resume=config.resume, stop=signals.requested)
   mesh = mesh_for(config)
   if len(seeds) == 1 or mesh is not None:
     if len(seeds) > 1 and checkpoints is not None:
@@ -269,6 +271,7 @@ def run_recorded(
       record.finish("failed", error=f"ConfigError: {e}")
     raise
   except BaseException as e:
-    record.finish("failed", error=f"{type(e).__name__}: {e}")
+    asked = f" on {signals.pending().name}" if isinstance(e, TrainingStopped) and signals.requested() else ""
+    record.finish("failed", error=f"{type(e).__name__}{asked}: {e}")
     raise
   return record.finish()

@@ -15,6 +15,7 @@ __all__ = [
     "CheckpointMismatchError",
     "JaxdropError",
     "TrainingDivergedError",
+    "TrainingStopped",
 ]
 
 
@@ -43,6 +44,9 @@ class CheckpointError(JaxdropError, RuntimeError):
     super().__init__(message)
     self.directory = None if directory is None else Path(directory)
     self.fix = tuple(fix)
+
+  def __reduce__(self):  # pickled whole (a worker process's error reaches its parent with its fields)
+    return _rebuild, (type(self), self.args, self.__dict__)
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -74,3 +78,37 @@ class TrainingDivergedError(JaxdropError, FloatingPointError):
         f"the training loss became {loss} at step {step}; lower the learning rate or check the"
         " inputs (the run stopped; nothing after this step was kept)."
     )
+
+  def __reduce__(self):
+    return type(self), (self.step, self.loss)
+
+
+class TrainingStopped(KeyboardInterrupt):
+  """Training stopped between two steps because :func:`~jaxdrop.training.fit`'s ``stop`` asked it to.
+
+  A :class:`KeyboardInterrupt`, as Ctrl-C: ``except Exception`` does not swallow it.
+
+  Attributes:
+    step: the optimizer step the run stopped after.
+    checkpointed: whether that step's checkpoint is saved (``resume=True`` continues from it).
+
+  Example:
+    >>> str(TrainingStopped(8, checkpointed=True))
+    'training stopped after step 8, as asked (its checkpoint is saved: resume=True continues the run).'
+  """
+
+  def __init__(self, step: int, checkpointed: bool):
+    self.step, self.checkpointed = step, checkpointed
+    saved = ("its checkpoint is saved: resume=True continues the run" if checkpointed
+             else "no checkpoints were asked for, so nothing was saved")
+    super().__init__(f"training stopped after step {step}, as asked ({saved}).")
+
+  def __reduce__(self):
+    return type(self), (self.step, self.checkpointed)
+
+
+def _rebuild(cls, args, fields):
+  error = cls.__new__(cls)
+  error.args = args
+  error.__dict__.update(fields)
+  return error

@@ -20,7 +20,7 @@ Example:
 
 from flax.training.train_state import TrainState
 
-from jaxdrop.errors import CheckpointError, CheckpointMismatchError, TrainingDivergedError
+from jaxdrop.errors import CheckpointError, CheckpointMismatchError, TrainingDivergedError, TrainingStopped
 from jaxdrop.training import xla_cpu
 from jaxdrop.training._checkpoints import Checkpoints, param_sha256
 from jaxdrop.training._evaluate import evaluate
@@ -48,6 +48,7 @@ __all__ = [
     "Task",
     "TrainState",
     "TrainingDivergedError",
+    "TrainingStopped",
     "apply_per_example",
     "batch_plan",
     "cross_entropy",

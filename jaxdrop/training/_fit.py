@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
-from jaxdrop.errors import CheckpointMismatchError, TrainingDivergedError
+from jaxdrop.errors import CheckpointMismatchError, TrainingDivergedError, TrainingStopped
 from jaxdrop.training import xla_cpu
 from jaxdrop.training._checkpoints import Checkpoints
 from jaxdrop.training._evaluate import evaluate_sums, summarize
@@ -59,6 +59,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
+    stop: Callable[[], bool] | None = None,
     **option_fields: Any,
 ) -> FitResult:
   """Trains ``params`` on ``data`` and evaluates after each epoch.
@@ -76,6 +77,12 @@ def fit(
     checkpoints: save the run with these :class:`~jaxdrop.training.Checkpoints`
       every ``checkpoints.every_steps`` steps and at the end.
     resume: continue from the newest good checkpoint in ``checkpoints``.
+    stop: asked between the compiled pieces of training (after each epoch, and
+      within one at each checkpoint interval); once it returns true, ``fit``
+      saves that step's checkpoint (with ``checkpoints``) and raises
+      :class:`~jaxdrop.errors.TrainingStopped`. A command line passes one that
+      turns true on SIGTERM or Ctrl-C, so that no signal lands inside XLA's
+      compiler or orbax's writer.
     **option_fields: :class:`FitOptions` fields.
 
   Returns:
@@ -86,6 +93,7 @@ def fit(
   Raises:
     TrainingDivergedError: if a training loss is NaN or infinite; nothing
       after the last finite step is saved.
+    TrainingStopped: ``stop`` returned true.
 
   Example:
     >>> import jax.numpy as jnp, optax, types
@@ -99,7 +107,8 @@ def fit(
     3.0
   """
   options = _options(options, option_fields)
-  return _Run(task, tx, data, options, [seed], batched=False, mesh=mesh).train(params, checkpoints, resume)[0]
+  run = _Run(task, tx, data, options, [seed], batched=False, mesh=mesh)
+  return run.train(params, checkpoints, resume, stop)[0]
 
 
 def fit_seeds(
@@ -113,6 +122,7 @@ def fit_seeds(
     mesh: None = None,
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
+    stop: Callable[[], bool] | None = None,
     **option_fields: Any,
 ) -> list[FitResult]:
   """Trains one run per seed, all at once: one compiled program ``vmap``-ped over the seeds.
@@ -131,6 +141,7 @@ def fit_seeds(
     mesh: not supported: the seeds train on one device.
     checkpoints: as in :func:`fit` (one checkpoint holds all the seeds).
     resume: as in :func:`fit`.
+    stop: as in :func:`fit`.
     **option_fields: :class:`FitOptions` fields.
 
   Returns:
@@ -142,7 +153,7 @@ def fit_seeds(
   options = _options(options, option_fields)
   params = jax.jit(jax.vmap(lambda s: init(run_keys(s)["init"])))(jnp.asarray(seeds))
   run = _Run(task, tx, data, options, list(seeds), batched=True, mesh=None)
-  return run.train(params, checkpoints, resume)
+  return run.train(params, checkpoints, resume, stop)
 
 
 class _Run:
@@ -202,7 +213,8 @@ class _Run:
       state = jax.device_put(state, self.replicated)
     return state, progress, step
 
-  def train(self, params, checkpoints: Checkpoints | None, resume: bool) -> list[FitResult]:
+  def train(self, params, checkpoints: Checkpoints | None, resume: bool,
+            stop: Callable[[], bool] | None = None) -> list[FitResult]:
     opts, runs = self.options, len(self.seeds)
     path, reason, compiler_options = self._execution(params)
     batch_sharding = None
@@ -241,6 +253,8 @@ class _Run:
         mid_epoch = progress.epoch_step < steps_per_epoch
         if mid_epoch and checkpoints is not None and checkpoints.due(first_step + count):
           checkpoints.save(state, progress.to_json())
+        if mid_epoch:
+          _stop_if_asked(stop, state, progress, checkpoints)
       if epoch % opts.eval_every == 0 or epoch == opts.epochs:
         self._record_epoch(progress, epoch, state)
       bar.update(1)
@@ -249,6 +263,8 @@ class _Run:
       progress.close_epoch()
       if checkpoints is not None and (checkpoints.due(int(np.max(state.step))) or epoch == opts.epochs):
         checkpoints.save(state, progress.to_json())
+      if epoch < opts.epochs:
+        _stop_if_asked(stop, state, progress, checkpoints)
     bar.close()
     execution = {"path": path, "reason": reason, "runs_vmapped": runs if self.batched else 1,
                  "batch_invariant": opts.batch_invariant,
@@ -283,6 +299,16 @@ class _Run:
       if task.classification:
         history["train_acc"].append(pick(train_m["accuracy"]))
         history["test_acc"].append(pick(test_m["accuracy"]))
+
+
+def _stop_if_asked(stop, state, progress: Progress, checkpoints: Checkpoints | None) -> None:
+  """Saves the state (with ``checkpoints``) and raises :class:`TrainingStopped` if ``stop()`` is true. Called
+  only where a periodic checkpoint could fall, so a resumed run takes the same steps as one never stopped."""
+  if stop is None or not stop():
+    return
+  if checkpoints is not None:
+    checkpoints.save(state, progress.to_json())
+  raise TrainingStopped(int(np.max(state.step)), checkpointed=checkpoints is not None)
 
 
 def _check_finite(losses: np.ndarray, first_step: int) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,34 @@ def test_parts_in_worker_processes_give_the_in_process_records(small_records, tm
     assert '"param_sha256": "' in json.dumps(got)  # the comparison covers the parameters' hashes
   text = report.read_text()
   assert "## E3" in text and "## E9" in text and "## E8" not in text
+
+
+STOPPED_SUITE = """
+import sys
+from experiments import reproduce, signals
+with signals.stopping_gracefully():
+  try:
+    reproduce.reproduce(sys.argv[1], seeds=1, jobs=2, folders=("e6", "e7", "e9"))
+  except KeyboardInterrupt as e:
+    sys.exit(f"stopped: {type(e).__name__}: {e}")
+"""
+
+
+def test_a_sigterm_to_reproduce_alone_stops_its_workers_and_the_queued_part_never_starts(tmp_path):
+  proc = subprocess.Popen([sys.executable, "-c", STOPPED_SUITE, str(tmp_path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  started = set()
+  for line in proc.stdout:  # the workers' progress lines: both parts have started
+    started |= {part for part in ("e6", "e7") if line.startswith(f"[{part}] ")}
+    if started == {"e6", "e7"}:
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 1 and "stopped: TrainingStopped: training stopped after step" in err, err
+  for part in ("e6", "e7"):
+    error = json.loads((tmp_path / part / "record.json").read_text())["error"]
+    assert error.startswith("TrainingStopped on SIGTERM: training stopped after step"), error
+  assert not (tmp_path / "e9").exists() and not (tmp_path / "report.md").exists()
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The lab's floors, from the ground up: a module imports only modules of lower floors. An experiment script
 # (experiments/e<N>_<name>.py) is found by its name; a new helper module takes a floor here.
 FLOORS = [
-    {"errors", "files", "timing", "calibration", "models"},  # shared helpers that know nothing of runs
+    {"errors", "files", "timing", "calibration", "models", "signals"},  # shared helpers that know nothing of runs
     {"data"},
     {"config"},
     {"records"},

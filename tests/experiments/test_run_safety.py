@@ -1,9 +1,10 @@
 """Runs are never lost or misreported: resume with other options, a second writer, another experiment's
-folder, a shrinking --epochs, SIGTERM, a full disk, a missing platform."""
+folder, a shrinking --epochs, SIGTERM and Ctrl-C, a full disk, a missing platform."""
 
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,7 +122,8 @@ def test_a_platform_that_is_not_there_is_one_line_and_leaves_no_folder(tmp_path)
   assert not (tmp_path / "run").exists()
 
 
-def test_sigterm_is_handled_as_ctrl_c_and_the_run_resumes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_stops_the_run_at_a_step_with_its_checkpoint_and_the_run_resumes(tmp_path, signum):
   out = tmp_path / "run"
   argv = [sys.executable, "-m", "experiments", *E2, "--epochs", "100", "--out", str(out)]
   proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -130,14 +132,19 @@ def test_sigterm_is_handled_as_ctrl_c_and_the_run_resumes(tmp_path):
   while not (ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())):
     assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
     time.sleep(0.02)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)  # wherever the run is (compiling, saving): it stops at its next step boundary
   _, err = proc.communicate(timeout=60)
-  assert proc.returncode == 128 + signal.SIGTERM and "terminated" in err and "Traceback" not in err
+  what = "terminated" if signum == signal.SIGTERM else "interrupted"
+  assert proc.returncode == 128 + signum and f"jaxdrop: {what} after step " in err and "Traceback" not in err, err
+  step = int(re.search(r" after step (\d+): its checkpoint is saved", err)[1])
+  assert Checkpoints(ckpt).steps()[-1] == step
   failed = record(out)
-  assert failed["status"] == "failed" and "SIGTERM" in failed["error"]
+  assert failed["status"] == "failed" and "TrainingStopped" in failed["error"]
+  assert signal.Signals(signum).name in failed["error"]
   resumed = subprocess.run([*argv[:-4], "--epochs", "3", "--out", str(out), "--resume"], capture_output=True,
                            text=True)
-  assert resumed.returncode == 0 and "resuming from the checkpoint at step" in resumed.stdout, resumed.stderr
+  assert resumed.returncode == 0, resumed.stderr
+  assert f"resuming from the checkpoint at step {step}" in resumed.stdout
 
 
 def tree(folder):

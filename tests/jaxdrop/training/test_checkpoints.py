@@ -75,6 +75,36 @@ def test_resume_from_any_checkpoint_ends_bitwise_equal(reference, tmp_path, keep
   assert result.execution["resumed_from_step"] == expected
 
 
+def stop_at_ask(n):
+  """A ``stop`` that says yes the ``n``-th time it is asked."""
+  asked = []
+  return lambda: asked.append(1) or len(asked) >= n
+
+
+@pytest.mark.parametrize(("ask", "step"), [(1, 5), (2, 7), (3, 10)])  # mid-epoch, end of epoch 1, mid-epoch
+def test_a_stop_saves_its_step_and_the_resumed_run_ends_bitwise_equal(reference, tmp_path, ask, step):
+  data, params, ref = reference
+  ckpt = checkpointed(tmp_path / "c")
+  with pytest.raises(training.TrainingStopped) as stopped:
+    training.fit(TASK, params, tx(), data, checkpoints=ckpt, stop=stop_at_ask(ask), **KW)
+  assert (stopped.value.step, stopped.value.checkpointed) == (step, True) and ckpt.steps()[-1] == step
+  assert f"after step {step}" in str(stopped.value)
+  result = training.fit(TASK, params, tx(), data, checkpoints=checkpointed(tmp_path / "c"), resume=True, **KW)
+  assert result.execution["resumed_from_step"] == step
+  assert param_sha256(result.state.params) == param_sha256(ref.state.params) and result.history == ref.history
+
+
+def test_a_stop_without_checkpoints_saves_nothing_and_a_stop_never_true_changes_nothing(reference, tmp_path):
+  data, params, _ = reference
+  with pytest.raises(training.TrainingStopped) as stopped:
+    training.fit(TASK, params, tx(), data, stop=lambda: True, **KW)
+  assert (stopped.value.step, stopped.value.checkpointed) == (7, False)  # one scan per epoch: asked after it
+  assert not isinstance(stopped.value, Exception)  # ``except Exception`` does not swallow it, as Ctrl-C
+  plain = training.fit(TASK, params, tx(), data, **KW)
+  never = training.fit(TASK, params, tx(), data, stop=lambda: False, **KW)
+  assert param_sha256(never.state.params) == param_sha256(plain.state.params)
+
+
 def corrupt_arrays(step_dir):
   """Truncates every array data file of a checkpoint (what a disk fault or a bad copy leaves)."""
   damaged = 0
