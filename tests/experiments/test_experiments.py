@@ -61,10 +61,19 @@ def test_e3_reproduces_the_seed_figures(tmp_path):
 
 
 def test_e2_concise_reaches_95_percent_on_the_digits(tmp_path):
-  record = run_experiment("e2", tmp_path, versions=("concise",))
+  record = run_experiment("e2", tmp_path, versions=("concise",), dataset="digits")
   (run,) = record["runs"]
   assert run["final"]["test_acc"] >= 0.95 and all(run["checks"].values())
   assert "digits" in record["dataset"]["note"]
+
+
+@pytest.mark.parametrize("name", ["e1", "e2"])
+def test_e1_and_e2_run_offline_on_real_mnist_with_the_source_networks(tmp_path, name):
+  options = {"versions": ("concise",)} if name == "e2" else {"log_every": 1000}
+  record = run_experiment(name, tmp_path, epochs=1, **options)
+  assert record["dataset"]["name"] == "mnist_5k" and record["dataset"]["train_size"] == 4000
+  note = record["dataset"]["note"]  # the seeds' networks as they are: 28x28 inputs, nothing adapted
+  assert "5,000 real MNIST digits (28x28" in note and "adapted" not in note
 
 
 def test_e5_runs_offline(tmp_path):
