@@ -34,6 +34,9 @@ the median kept. Sections:
 8. ``step_overhead``: dropout's cost inside the train steps of E2's MLP, E4's
    CNN, E8's ViT and a 12-block encoder, jaxdrop's against Flax's, on the
    engine's loop and scan paths (``benchmarks/step_overhead.py``).
+9. ``sweep``: 48 runs of E2's MLP on ``mnist_5k`` (4 dropout rates x 3 weight
+   decays x 4 seeds) in one ``fit_sweep`` against one ``fit`` per run
+   (``benchmarks/sweep.py``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from benchmarks import attention_long, step_overhead
+from benchmarks import attention_long, step_overhead, sweep
 from experiments.files import write_json
 from experiments.models import CNN, MLP, MatConvNet
 from experiments.records import environment
@@ -64,7 +67,7 @@ from jaxdrop._masked import keep_for, masked_affine_stored
 
 __all__ = ["SECTIONS", "run_bench"]
 
-SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long", "step_overhead")
+SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long", "step_overhead", "sweep")
 
 
 def _torch():
@@ -553,6 +556,9 @@ def render(results: dict[str, Any]) -> str:
   if "step_overhead" in results:  # benchmarks/step_overhead.py
     out += ["**Dropout inside train steps** (ms per step; overhead against the same step without dropout)", "",
             step_overhead.render(results["step_overhead"]), ""]
+  if "sweep" in results:  # benchmarks/sweep.py
+    out += ["**A grid in one program** (E2's MLP on mnist_5k, 4 rates x 3 decays x 4 seeds; wall seconds"
+            " including compilation)", "", sweep.render(results["sweep"]), ""]
   if "memory" in results:
     out += ["**Compiled temporary memory of a train step** (`memory_analysis().temp_size_in_bytes`)", "",
             "| model | variant | temp MiB | extra MiB | vs no dropout |", "|---|---|---|---|---|"]
@@ -578,7 +584,7 @@ def run_bench(out_dir: str | Path, sections=SECTIONS, reps: int = 20, emit: Call
   runners = {"dropout": lambda: bench_dropout(reps=reps), "epoch": bench_epoch, "seeds": bench_seeds,
              "memory": bench_memory, "conv": bench_conv, "attention": bench_attention,
              "attention_long": attention_long.bench_attention_long,
-             "step_overhead": step_overhead.bench_step_overhead}
+             "step_overhead": step_overhead.bench_step_overhead, "sweep": sweep.bench_sweep}
   for section in sections:
     emit(f"== {section}")
     results[section] = runners[section]()

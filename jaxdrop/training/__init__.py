@@ -27,6 +27,7 @@ from jaxdrop.training._evaluate import evaluate
 from jaxdrop.training._fit import FitResult, fit, fit_seeds
 from jaxdrop.training._options import EpochPath, FitOptions
 from jaxdrop.training._steps import make_train_epoch, make_train_step
+from jaxdrop.training._sweep import SweepResult, fit_sweep, grid
 from jaxdrop.training._task import (
     Task,
     apply_per_example,
@@ -45,6 +46,7 @@ __all__ = [
     "EpochPath",
     "FitOptions",
     "FitResult",
+    "SweepResult",
     "Task",
     "TrainState",
     "TrainingDivergedError",
@@ -56,6 +58,8 @@ __all__ = [
     "example_keys",
     "fit",
     "fit_seeds",
+    "fit_sweep",
+    "grid",
     "half_squared_error",
     "make_train_epoch",
     "make_train_step",
