@@ -254,8 +254,9 @@ def one_line_errors(command, args: argparse.Namespace) -> int:
   """Runs ``command(args)``; errors a user can fix become one line on stderr and an exit status.
 
   2: bad usage (:class:`~experiments.errors.ConfigError`); 1: a failed run (other jaxdrop errors, permissions,
-  a full disk); 128 + the signal for Ctrl-C and SIGTERM: the first stops the run after its current step,
-  with a checkpoint if it saves them, the second at once (:mod:`experiments.signals`); its record says so.
+  a full disk); 128 + the signal for Ctrl-C and SIGTERM: the first stops the run at the end of its current
+  epoch or checkpoint interval, with that step's checkpoint if it keeps them, a second at once
+  (:mod:`experiments.signals`); its record says so.
   """
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("jaxdrop").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["CLASSIFIER", "RUNNING_TRAIN", "draw_curves", "draw_reliability", "plot_curves",
-           "plot_reliability", "spans_decades"]
+__all__ = ["CLASSIFIER", "RUNNING_TRAIN", "draw_curves", "draw_intervals", "draw_reliability", "plot_curves",
+           "plot_intervals", "plot_reliability", "spans_decades"]
 
 # The panels of a classifier's curves: {y label: series of the history}.
 CLASSIFIER = {"cross-entropy loss": ("train_loss", "test_loss"), "accuracy": ("train_acc", "test_acc")}
@@ -181,4 +181,44 @@ def draw_reliability(tables: dict[str, dict[str, Any]], *, title: str = "") -> F
   bottom.grid(alpha=0.3)
   if title:
     top.set_title(title, fontsize=10)
+  return fig
+
+
+def plot_intervals(path: str | os.PathLike, x: Sequence[float], series: Mapping[str, Sequence[Mapping[str, Any]]],
+                   **kwargs) -> str:
+  """Saves :func:`draw_intervals` (same arguments after ``path``) as a PNG; returns ``path`` as a string."""
+  draw_intervals(x, series, **kwargs).savefig(path, dpi=110)
+  return str(path)
+
+
+def draw_intervals(x: Sequence[float], series: Mapping[str, Sequence[Mapping[str, Any]]], *, xlabel: str,
+                   ylabel: str, title: str = "", log_x: bool = False) -> Figure:
+  """Means with their 95 % confidence intervals against ``x``, one line per series.
+
+  Args:
+    x: the positions (labelled as they are, also on a log axis).
+    series: ``{label: [summary, ...]}``, one :func:`~experiments.records.seed_summary` per position.
+    xlabel, ylabel, title: the labels.
+    log_x: a log-scaled x axis.
+
+  Returns:
+    The figure (:func:`plot_intervals` saves it).
+  """
+  fig = Figure(figsize=(6, 4.2), layout="constrained")
+  ax = fig.subplots()
+  for i, (label, summaries) in enumerate(series.items()):
+    mean = np.asarray([s["mean"] for s in summaries], np.float64)
+    low = mean - np.asarray([s["ci95"][0] for s in summaries], np.float64)
+    high = np.asarray([s["ci95"][1] for s in summaries], np.float64) - mean
+    ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=3, color=f"C{i}", label=label)
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xticks(list(x), [f"{v:,}" for v in x])
+  ax.minorticks_off()
+  ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
   return fig
