@@ -38,7 +38,7 @@ from experiments.records import seed_summary, seeds_entry
 from experiments.runner import Experiment
 from jaxdrop import training
 
-VARIANTS = {"no dropout": (0.0, 0.0), "dropout": (0.2, 0.5)}  # (input rate, hidden rate)
+VARIANTS = ("no dropout", "dropout")  # the grid's two points: rates 0, and --input-rate / --hidden-rate
 
 
 @dataclasses.dataclass
@@ -48,7 +48,7 @@ class E12Config(Config):
   hidden: int = option(512, "units of each of the two hidden layers")
   input_rate: float = option(0.2, "drop probability of the inputs (dropout variant)", rate=True)
   hidden_rate: float = option(0.5, "drop probability after each hidden layer (dropout variant)", rate=True)
-  steps: int = option(1500, "optimizer steps of every run, whatever its size")
+  steps: int = option(1500, "optimizer steps of every run, whatever its size (rounded up to whole epochs)")
   batch_size: int = option(100, "training batch size (a smaller set's batch is the whole set)")
   lr: float = option(0.05, "SGD learning rate (momentum 0.9)")
   seeds: int = option(3, "seeds per size and variant, trained together; the CIs are over them")
