@@ -60,23 +60,26 @@ def _handle(signum: int, frame) -> None:
     return
   if signum == _first[0][0] and now - _first[0][1] < REPEAT_S:
     return
-  raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+  raise _at_once(signum)
+
+
+def _at_once(signum: int, what: str = "") -> KeyboardInterrupt:
+  """What the signal raises when it stops the process at once: Python's Ctrl-C, or :class:`Terminated`."""
+  return KeyboardInterrupt(what) if signum == signal.SIGINT else Terminated(signum)
 
 
 def raise_if_requested(what: str) -> None:
   """Raises as the pending signal would at once (:class:`Terminated`, :class:`KeyboardInterrupt`) if a stop was
   asked: for work that should not start after it. ``what`` names that work in the message."""
   if _first:
-    signum = _first[0][0]
-    raise KeyboardInterrupt(f"{what} did not start") if signum == signal.SIGINT else Terminated(signum)
+    raise _at_once(_first[0][0], f"{what} did not start")
 
 
-def ask_on_signals() -> None:
+def ask_on_signals() -> dict[int, object]:
   """Ctrl-C and SIGTERM ask for a stop from now on in this process (a worker's initializer; on the main
-  thread)."""
-  for s in _SIGNALS:
-    if signal.getsignal(s) is not signal.SIG_IGN:  # as a job started in the background ignores Ctrl-C
-      signal.signal(s, _handle)
+  thread); a signal the process ignores stays ignored. Returns the handlers they had."""
+  return {s: signal.signal(s, _handle) for s in _SIGNALS
+          if signal.getsignal(s) is not signal.SIG_IGN}  # as a job started in the background ignores Ctrl-C
 
 
 @contextlib.contextmanager
@@ -93,7 +96,7 @@ def stopping_gracefully() -> Iterator[None]:
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = {s: signal.signal(s, _handle) for s in _SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+  previous = ask_on_signals()
   try:
     yield
   finally:
