@@ -82,7 +82,7 @@ def fit_sweep(
   Args:
     task_for: ``hparams -> Task``, where ``hparams`` maps each name of
       ``hparams`` to the run's value (a traced float32 scalar).
-    init: ``init_key -> params``.
+    init: ``init_key -> params``, called once per seed (op by op, before the compiled program).
     tx_for: ``hparams -> optimizer``; its state's structure must not depend
       on the values (as optax's transforms with scalar hyperparameters).
     data: ``x_train, y_train, x_test, y_test`` arrays.
@@ -130,16 +130,20 @@ def fit_sweep(
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
     raise ValueError(f"fit_sweep: chunk_size must be a positive integer or None, got {chunk_size!r}.")
   chunk = min(chunk, len(runs))
-  program = _program(task_for, init, tx_for, names, options, train_idx.shape[1], test_idx.shape[1])
+  # Each seed's parameters once, outside the program and op by op, as a caller of fit would make them: the
+  # random kernels compile once per shape and process (inside the vmapped program each of them took seconds).
+  initial = {s: init(run_keys(s)["init"]) for s in dict.fromkeys(seeds)}
+  program = _program(task_for, tx_for, names, options, train_idx.shape[1], test_idx.shape[1])
   results = []
   for first in range(0, len(runs), chunk):
     part = runs[first:first + chunk]
     part = part + [part[-1]] * (chunk - len(part))  # the last chunk padded with its last run
     point = {n: jnp.asarray(values[[p for p, _, _ in part], i], jnp.float32) for i, n in enumerate(names)}
+    params = jax.tree.map(lambda *leaves: np.stack(leaves), *[initial[s] for _, s, _ in part])  # no compile
     seed = jnp.asarray([s for _, s, _ in part], jnp.int32)
     split = np.asarray([k for _, _, k in part])
-    out = program(point, seed, jnp.asarray(train_idx[split]), jnp.asarray(test_idx[split]), x_train, y_train,
-                  x_test, y_test)
+    out = program(params, point, seed, jnp.asarray(train_idx[split]), jnp.asarray(test_idx[split]), x_train,
+                  y_train, x_test, y_test)
     out = jax.device_get(out)
     for r, (p, s, k) in enumerate(runs[first:first + chunk]):
       results.append(_result(out, r, {n: float(values[p, i]) for i, n in enumerate(names)}, s,
@@ -180,14 +184,15 @@ def _checked_splits(splits, n_train: int, n_test: int) -> tuple[np.ndarray, np.n
   return train, test
 
 
-def _program(task_for, init, tx_for, names, options: FitOptions, n_train: int, n_test: int):
-  """The jitted ``(points, seeds, train_idx, test_idx, data...) -> per-run outputs`` of a chunk."""
+def _program(task_for, tx_for, names, options: FitOptions, n_train: int, n_test: int):
+  """The jitted ``(initial params, points, seeds, train_idx, test_idx, data...) -> per-run outputs`` of a
+  chunk."""
   epochs, batch_size = options.epochs, options.batch_size
 
-  def one_run(point, seed, train_idx, test_idx, x_train, y_train, x_test, y_test):
+  def one_run(params, point, seed, train_idx, test_idx, x_train, y_train, x_test, y_test):
     task, tx = task_for(point), tx_for(point)
     keys = run_keys(seed)
-    state = TrainState.create(apply_fn=None, params=init(keys["init"]), tx=tx).replace(tx=_NO_TX)
+    state = TrainState.create(apply_fn=None, params=params, tx=tx).replace(tx=_NO_TX)
     step = make_train_step(task)
 
     def train_step(state, batch):
@@ -209,7 +214,7 @@ def _program(task_for, init, tx_for, names, options: FitOptions, n_train: int, n
     state, (train, losses, test) = jax.lax.scan(epoch, state, jnp.arange(1, epochs + 1, dtype=jnp.int32))
     return state.params, train, losses, test
 
-  runs = jax.vmap(one_run, in_axes=(0, 0, 0, 0, None, None, None, None))
+  runs = jax.vmap(one_run, in_axes=(0, 0, 0, 0, 0, None, None, None, None))
   return jax.jit(runs)
 
 
