@@ -17,7 +17,13 @@ from jaxdrop._lstm import init_lstm_params, lstm
 from jaxdrop._max_norm import fan_in_axes, max_norm, max_norm_projection
 from jaxdrop._mc_dropout import MCDropoutPrediction, mc_dropout
 from jaxdrop._param_masks import all_params, decay_mask, param_names, resolve_mask, weights_only
-from jaxdrop._penalties import elastic_net_penalty, l1_penalty, l2_norm_penalty, l2_penalty
+from jaxdrop._penalties import (
+    elastic_net_penalty,
+    l1_penalty,
+    l2_norm_penalty,
+    l2_penalty,
+    orthogonal_penalty,
+)
 from jaxdrop._schedules import drop_path_rates, early_dropout, late_dropout
 from jaxdrop._weight_decay import adam, adamw, add_weight_decay, sgd
 
@@ -61,6 +67,7 @@ __all__ = [
     "max_norm",
     "max_norm_projection",
     "mc_dropout",
+    "orthogonal_penalty",
     "param_names",
     "resolve_mask",
     "sgd",

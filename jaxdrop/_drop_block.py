@@ -38,6 +38,7 @@ def drop_block(
     block_size: int = 7,
     broadcast_dims: Sequence[int] = (),
     mask_bits: int = 16,
+    with_noise: bool = False,
 ) -> jax.Array:
   """Zeroes random ``block_size x block_size`` squares of NHWC feature maps.
 
@@ -59,6 +60,10 @@ def drop_block(
     broadcast_dims: share the mask across the batch (``0``) and/or channel
       (``3``) axes; by default every map of every example has its own.
     mask_bits: random bits per block-centre decision, 16 (default), 8 or 32.
+    with_noise: fill the dropped units with standard normal noise instead of
+      zeros, and leave the kept units unscaled (timm's ``DropBlock2d(...,
+      with_noise=True)``); the noise is drawn from ``fold_in(key, 1)`` and
+      shared across ``broadcast_dims`` as the mask is.
 
   Returns:
     An array like ``x``.
@@ -87,10 +92,12 @@ def drop_block(
         f"drop_block can share its mask only across the batch (0) and channel (3)"
         f" axes, got broadcast_dims={tuple(broadcast_dims)!r}."
     )
+  if not isinstance(with_noise, bool):
+    raise TypeError(f"with_noise must be True or False, got {with_noise!r}.")
   if isinstance(rate, float):
     if rate == 0.0:
       return x
-    if rate == 1.0:
+    if rate == 1.0 and not with_noise:
       return jnp.zeros_like(x)
   key = _checks.check_key(key, fn="jaxdrop.drop_block")
   if x.size == 0:  # an empty map (0 x 0, or no channels): nothing to drop
@@ -111,6 +118,14 @@ def drop_block(
       seeds.astype(jnp.uint8), jnp.uint8(0), lax.max, (1, b, b, 1), (1, 1, 1, 1), pad
   )
   keep = dropped == 0
+  if with_noise:  # timm's normal noise in the dropped blocks, the kept units as they are
+    if isinstance(rate, float) and rate == 1.0:
+      keep = jnp.zeros_like(keep)  # everything dropped, as rate 1.0 gives zeros without noise
+    noise_shape = (centres[0], height, width, centres[3])  # shared across broadcast_dims as the mask is
+    noise = jax.random.normal(jax.random.fold_in(key, 1), noise_shape, x.dtype)
+    if not isinstance(rate, float):
+      noise = jnp.where((rate >= 0) & (rate <= 1), noise, jnp.nan).astype(x.dtype)
+    return jnp.where(jnp.broadcast_to(keep, x.shape), x, jnp.broadcast_to(noise, x.shape))
   compute_dtype = _checks.compute_dtype(x.dtype)
   scale = safe_inverse(jnp.mean(keep, dtype=compute_dtype))
   fill = jnp.zeros((), x.dtype)

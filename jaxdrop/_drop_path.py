@@ -17,6 +17,7 @@ def drop_path(
     batch_axis: int = 0,
     mode: Mode = "inverted",
     mask_bits: int = 16,
+    scale_by_keep: bool = True,
 ) -> jax.Array:
   """Zeroes the whole of each example with probability ``rate`` (Huang et al., 2016).
 
@@ -34,6 +35,9 @@ def drop_path(
     batch_axis: the axis that indexes examples.
     mode: ``"inverted"`` or ``"classic"``.
     mask_bits: 16 (default), 8 or 32.
+    scale_by_keep: ``False`` leaves the surviving examples unscaled while
+      training (timm's ``drop_path(..., scale_by_keep=False)``); evaluation
+      stays the identity in the inverted mode.
 
   Returns:
     An array like ``x`` in which each example is either zero or scaled.
@@ -46,6 +50,8 @@ def drop_path(
     [True, True, True, True]
   """
   x, rate = check_common(x, rate, mode, mask_bits)
+  if not isinstance(scale_by_keep, bool):
+    raise TypeError(f"scale_by_keep must be True or False, got {scale_by_keep!r}.")
   if x.ndim == 0:
     raise ValueError("drop_path needs an input with a batch axis, got a scalar.")
   if not -x.ndim <= batch_axis < x.ndim:
@@ -54,4 +60,5 @@ def drop_path(
     )
   axis = batch_axis % x.ndim
   mask_shape = tuple(size if i == axis else 1 for i, size in enumerate(x.shape))
-  return masked_dropout(key, x, rate, mask_shape, mode, mask_bits, "jaxdrop.drop_path")
+  unscaled = "classic" if not scale_by_keep else mode  # the classic mode's training step does not scale
+  return masked_dropout(key, x, rate, mask_shape, unscaled, mask_bits, "jaxdrop.drop_path")

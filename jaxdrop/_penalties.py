@@ -1,4 +1,4 @@
-"""Weight penalties to add to a loss: L1, squared L2, the plain L2 norm, elastic net.
+"""Weight penalties to add to a loss: L1, squared L2, the plain L2 norm, elastic net, orthogonality.
 
 Each takes a parameter pytree and an optional ``mask`` (see
 :func:`jaxdrop.decay_mask`; by default weight matrices and conv kernels only),
@@ -26,7 +26,9 @@ import optax
 from jaxdrop import _checks
 from jaxdrop._param_masks import Mask, resolve_mask
 
-__all__ = ["elastic_net_penalty", "l1_penalty", "l2_norm_penalty", "l2_penalty"]
+__all__ = ["elastic_net_penalty", "l1_penalty", "l2_norm_penalty", "l2_penalty", "orthogonal_penalty"]
+
+ORTHOGONAL_MODES = ("rows", "columns")
 
 
 def _as_computed(path, leaf) -> jax.Array:
@@ -158,3 +160,63 @@ def elastic_net_penalty(params: Any, l1_ratio: float = 0.5, mask: Mask = None) -
       mask,
       lambda w: l1_ratio * _abs_sum(w) + (1 - l1_ratio) * _square_sum(w) / 2,
   )
+
+
+def orthogonal_penalty(params: Any, mode: str = "rows", mask: Mask = None) -> jax.Array:
+  """The mean absolute cosine between the rows (or columns) of each selected matrix, summed over them.
+
+  Keras' ``OrthogonalRegularizer(factor, mode)(kernel)`` is
+  ``factor * orthogonal_penalty(kernel, mode)``: each row (``mode="rows"``) or
+  column is L2-normalized (as ``tf.math.l2_normalize``: by
+  ``sqrt(max(sum w**2, 1e-12))``), and the penalty is half the sum of the
+  absolute off-diagonal entries of their Gram matrix over the number of pairs,
+  ``n (n - 1) / 2``: 0 for orthogonal rows, 1 for parallel ones. On a Dense
+  kernel ``(inputs, units)``, ``"rows"`` pushes the input features' weight
+  vectors apart and ``"columns"`` the units'.
+
+  Args:
+    params: a 2-D array, or a pytree whose selected leaves are 2-D.
+    mode: ``"rows"`` or ``"columns"``.
+    mask: which leaves to penalize (default: weight matrices and conv
+      kernels; select only matrices, e.g. with :func:`jaxdrop.decay_mask`).
+
+  Returns:
+    A float32 scalar (float64 for float64 leaves).
+
+  Raises:
+    ValueError: if ``mode`` is not one of them, a selected leaf is not 2-D,
+      or it has fewer than two rows (columns) to compare.
+    TypeError: if a selected leaf is complex or not numeric.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxdrop
+    >>> float(jaxdrop.orthogonal_penalty(jnp.eye(3)))  # orthogonal rows
+    0.0
+    >>> float(jaxdrop.orthogonal_penalty(jnp.array([[1.0, 0.0], [1.0, 1.0]])))  # rows at 45 degrees
+    0.7071067690849304
+  """
+  if mode not in ORTHOGONAL_MODES:
+    raise ValueError(f"mode must be 'rows' or 'columns' (which vectors of each matrix to make orthogonal),"
+                     f" got mode={mode!r}.")
+  if not isinstance(params, (dict, list, tuple)) and jnp.ndim(params) == 2:
+    mask = True  # a bare matrix is always penalized (the default mask would take it for a kernel anyway)
+  axis = 1 if mode == "rows" else 0
+
+  def per_leaf(w: jax.Array) -> jax.Array:
+    if jnp.issubdtype(w.dtype, jnp.complexfloating):
+      raise TypeError(f"orthogonal_penalty measures real matrices, got a {w.dtype} leaf; leave it out with"
+                      " mask=.")
+    if w.ndim != 2:
+      raise ValueError(f"orthogonal_penalty needs 2-D matrices (as Keras' OrthogonalRegularizer), got a leaf"
+                       f" of shape {w.shape}; reshape it to 2-D or leave it out with mask=.")
+    size = w.shape[1 - axis]
+    if size < 2:
+      raise ValueError(f"orthogonal_penalty with mode={mode!r} compares the {mode} of each matrix; a leaf of"
+                       f" shape {w.shape} has {size}, and it needs at least 2.")
+    unit = w * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(w), axis=axis, keepdims=True), 1e-12))
+    gram = unit @ unit.T if mode == "rows" else unit.T @ unit
+    off_diagonal = jnp.sum(jnp.abs(gram)) - jnp.sum(jnp.abs(jnp.diagonal(gram)))
+    return 0.5 * off_diagonal / (size * (size - 1) / 2)
+
+  return _sum_over(params, mask, per_leaf)

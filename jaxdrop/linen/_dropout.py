@@ -86,14 +86,17 @@ class DropPath(RateModule):
     batch_axis: the axis that indexes examples.
     mode: ``"inverted"`` or ``"classic"``.
     mask_bits: mask precision.
+    scale_by_keep: ``False``: survivors unscaled while training (timm's option).
   """
 
   batch_axis: int = 0
   mode: Mode = "inverted"
   mask_bits: int = 16
+  scale_by_keep: bool = True
 
   def _train(self, key, inputs, rate):
-    return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits)
+    return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits,
+                     scale_by_keep=self.scale_by_keep)
 
   def _eval(self, inputs, rate):
     return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
@@ -107,12 +110,14 @@ class DropBlock(RateModule):
     block_size: side of the dropped squares.
     broadcast_dims: share the mask across batch (0) and/or channels (3).
     mask_bits: precision of the block-centre draws.
+    with_noise: normal noise in the dropped blocks, kept units unscaled (timm's option).
   """
 
   block_size: int = 7
   broadcast_dims: Sequence[int] = ()
   mask_bits: int = 16
+  with_noise: bool = False
 
   def _train(self, key, inputs, rate):
     return drop_block(key, inputs, rate, block_size=self.block_size, broadcast_dims=self.broadcast_dims,
-                      mask_bits=self.mask_bits)
+                      mask_bits=self.mask_bits, with_noise=self.with_noise)

@@ -111,15 +111,18 @@ class DropPath(RateModule):
       batch_axis: int = 0,
       mode: Mode = "inverted",
       mask_bits: int = 16,
+      scale_by_keep: bool = True,
       deterministic: bool | None = False,
       rng_collection: str = "dropout",
       rngs: Rngs = None,
   ):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
     self.rate, self.batch_axis, self.mode, self.mask_bits = rate, batch_axis, mode, mask_bits
+    self.scale_by_keep = scale_by_keep
 
   def _train(self, key, inputs, rate):
-    return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits)
+    return drop_path(key, inputs, rate, batch_axis=self.batch_axis, mode=self.mode, mask_bits=self.mask_bits,
+                     scale_by_keep=self.scale_by_keep)
 
   def _eval(self, inputs, rate):
     return dropout_eval(inputs, rate, mode=self.mode, mask_bits=self.mask_bits)
@@ -135,14 +138,15 @@ class DropBlock(RateModule):
       block_size: int = 7,
       broadcast_dims: Sequence[int] = (),
       mask_bits: int = 16,
+      with_noise: bool = False,
       deterministic: bool | None = False,
       rng_collection: str = "dropout",
       rngs: Rngs = None,
   ):
     super().__init__(deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
-    self.rate, self.block_size, self.mask_bits = rate, block_size, mask_bits
+    self.rate, self.block_size, self.mask_bits, self.with_noise = rate, block_size, mask_bits, with_noise
     self.broadcast_dims = tuple(broadcast_dims)
 
   def _train(self, key, inputs, rate):
     return drop_block(key, inputs, rate, block_size=self.block_size, broadcast_dims=self.broadcast_dims,
-                      mask_bits=self.mask_bits)
+                      mask_bits=self.mask_bits, with_noise=self.with_noise)

@@ -19,6 +19,10 @@ CASES = {
     "AlphaDropout": (jdl.AlphaDropout(0.3), lambda k, x: jaxdrop.alpha_dropout(k, x, 0.3)),
     "DropPath": (jdl.DropPath(0.3), lambda k, x: jaxdrop.drop_path(k, x, 0.3)),
     "DropBlock": (jdl.DropBlock(0.3, block_size=3), lambda k, x: jaxdrop.drop_block(k, x, 0.3, block_size=3)),
+    "DropPath unscaled": (jdl.DropPath(0.3, scale_by_keep=False),
+                          lambda k, x: jaxdrop.drop_path(k, x, 0.3, scale_by_keep=False)),
+    "DropBlock with noise": (jdl.DropBlock(0.3, block_size=3, with_noise=True),
+                             lambda k, x: jaxdrop.drop_block(k, x, 0.3, block_size=3, with_noise=True)),
 }
 
 

@@ -19,6 +19,10 @@ CASES = {
     "AlphaDropout": (lambda r: jdx.AlphaDropout(0.3, rngs=r), lambda k, x: jaxdrop.alpha_dropout(k, x, 0.3)),
     "DropPath": (lambda r: jdx.DropPath(0.3, rngs=r), lambda k, x: jaxdrop.drop_path(k, x, 0.3)),
     "DropBlock": (lambda r: jdx.DropBlock(0.3, block_size=3, rngs=r), lambda k, x: jaxdrop.drop_block(k, x, 0.3, block_size=3)),
+    "DropPath unscaled": (lambda r: jdx.DropPath(0.3, scale_by_keep=False, rngs=r),
+                          lambda k, x: jaxdrop.drop_path(k, x, 0.3, scale_by_keep=False)),
+    "DropBlock with noise": (lambda r: jdx.DropBlock(0.3, block_size=3, with_noise=True, rngs=r),
+                             lambda k, x: jaxdrop.drop_block(k, x, 0.3, block_size=3, with_noise=True)),
 }
 
 

@@ -162,3 +162,56 @@ def test_a_leaf_that_is_not_a_number_is_refused_naming_it():
   keys = jax.random.split(jax.random.key(21), 4).reshape(2, 2)  # two dimensions: a weight by rank
   with pytest.raises(TypeError, match=r"params leaf \['rng'\] has dtype key<fry>.*mask="):
     jaxdrop.l2_penalty({"rng": keys, "kernel": jnp.ones((2, 2))})
+
+
+def _keras_orthogonal(w, mode):
+  """Keras 3's ``OrthogonalRegularizer(factor=1, mode)(w)`` (keras/src/regularizers/regularizers.py), in NumPy:
+  l2-normalize the rows (columns), then 0.5 * sum |off-diagonal of the Gram matrix| / number of pairs."""
+  axis = 1 if mode == "rows" else 0
+  unit = w / np.sqrt(np.maximum(np.sum(w**2, axis=axis, keepdims=True), 1e-12))
+  product = unit @ unit.T if mode == "rows" else unit.T @ unit
+  size = product.shape[0]
+  return 0.5 * np.sum(np.abs(product * (1.0 - np.eye(size)))) / (size * (size - 1.0) / 2.0)
+
+
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+@pytest.mark.parametrize("shape", [(5, 3), (3, 7), (2, 2)])
+def test_the_orthogonal_penalty_is_keras_orthogonal_regularizer(mode, shape):
+  w = np.random.default_rng(sum(shape)).normal(size=shape)
+  got = jaxdrop.orthogonal_penalty(jnp.asarray(w, jnp.float32), mode)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(float(got), _keras_orthogonal(w, mode), rtol=2e-6)
+
+
+def test_the_orthogonal_penalty_is_zero_for_orthogonal_and_one_for_parallel_vectors():
+  q = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))[0]
+  assert float(jaxdrop.orthogonal_penalty(jnp.asarray(q, jnp.float32))) == pytest.approx(0.0, abs=1e-6)
+  assert float(jaxdrop.orthogonal_penalty(jnp.asarray(q, jnp.float32), "columns")) == pytest.approx(0.0, abs=1e-6)
+  parallel = jnp.outer(jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 1.0]))  # every row a multiple of one
+  assert float(jaxdrop.orthogonal_penalty(parallel)) == pytest.approx(1.0)
+  zero_row = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # a zero row is normalized to zero, not NaN
+  assert float(jaxdrop.orthogonal_penalty(zero_row)) == 0.0
+  grad = jax.grad(jaxdrop.orthogonal_penalty)(zero_row + 0.1)
+  assert bool(jnp.isfinite(grad).all()) and bool((grad != 0).any())
+
+
+def test_the_orthogonal_penalty_sums_over_the_selected_matrices_of_a_tree():
+  params = {"dense": {"kernel": jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)), jnp.float32),
+                      "bias": jnp.ones(3)},
+            "out": {"kernel": jnp.asarray(np.random.default_rng(2).normal(size=(3, 2)), jnp.float32)}}
+  expected = sum(_keras_orthogonal(np.asarray(params[k]["kernel"]), "rows") for k in ("dense", "out"))
+  assert float(jaxdrop.orthogonal_penalty(params)) == pytest.approx(expected, rel=1e-5)  # biases left out
+  only = jaxdrop.orthogonal_penalty(params, mask=lambda path, leaf: "out" in jax.tree_util.keystr(path))
+  assert float(only) == pytest.approx(_keras_orthogonal(np.asarray(params["out"]["kernel"]), "rows"), rel=1e-5)
+
+
+@pytest.mark.parametrize(("args", "error", "match"), [
+    ((jnp.ones((3, 3)), "diagonal"), ValueError, "mode must be 'rows' or 'columns'"),
+    ((jnp.ones((1, 3)),), ValueError, "at least 2"),
+    ((jnp.ones((3, 1)), "columns"), ValueError, "at least 2"),
+    (({"conv": {"kernel": jnp.ones((3, 3, 2, 4))}},), ValueError, "2-D matrices.*mask="),
+    ((jnp.ones((2, 2), jnp.complex64),), TypeError, "real matrices"),
+])
+def test_the_orthogonal_penalty_refuses_what_it_cannot_measure(args, error, match):
+  with pytest.raises(error, match=match):
+    jaxdrop.orthogonal_penalty(*args)

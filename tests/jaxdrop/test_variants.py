@@ -191,6 +191,48 @@ def test_drop_block_gradient_is_the_kept_scale():
   np.testing.assert_allclose(g[kept], y.size / kept.sum(), rtol=1e-6)
 
 
+def test_drop_block_with_noise_fills_the_blocks_with_standard_normal_noise():
+  """timm's ``drop_block_2d(..., with_noise=True)``: ``x * mask + randn * (1 - mask)``, no renormalization."""
+  x = jnp.full((8, 16, 16, 4), 3.0)
+  y = np.asarray(jaxdrop.drop_block(key(24), x, 0.3, block_size=3, with_noise=True))
+  zeroed = np.asarray(jaxdrop.drop_block(key(24), x, 0.3, block_size=3))
+  dropped = zeroed == 0  # the same blocks as without noise: the mask is drawn alike
+  assert 0.1 < dropped.mean() < 0.5
+  np.testing.assert_array_equal(y[~dropped], 3.0)  # kept units unscaled
+  noise = y[dropped]
+  bound = SIGMAS / math.sqrt(noise.size)
+  assert abs(noise.mean()) < bound and abs(noise.std() - 1) < SIGMAS * math.sqrt(0.5 / noise.size)
+  assert len(np.unique(noise)) > 0.99 * noise.size  # a draw per unit, not one per block
+  g = np.asarray(jax.grad(lambda v: jnp.sum(jaxdrop.drop_block(key(24), v, 0.3, block_size=3, with_noise=True)))(x))
+  np.testing.assert_array_equal(g, (~dropped).astype(np.float32))  # the noise carries no gradient
+  shared = np.asarray(jaxdrop.drop_block(key(25), x, 0.3, block_size=3, with_noise=True, broadcast_dims=(0,)))
+  assert (shared == shared[:1]).all()  # mask and noise shared across the batch, as timm's batchwise
+  all_noise = np.asarray(jaxdrop.drop_block(key(26), x, 1.0, block_size=3, with_noise=True))
+  assert not (all_noise == 3.0).any()
+  with pytest.raises(TypeError, match="with_noise must be True or False"):
+    jaxdrop.drop_block(key(26), x, 0.1, with_noise="yes")
+
+
+def test_drop_path_without_scale_by_keep_leaves_the_survivors_as_they_are():
+  """timm's ``drop_path(x, p, training=True, scale_by_keep=False)``: ``x * bernoulli(1 - p)``, unscaled."""
+  x = jax.random.normal(key(27), (4000, 3))
+  y = np.asarray(jaxdrop.drop_path(key(28), x, 0.3, scale_by_keep=False))
+  scaled = np.asarray(jaxdrop.drop_path(key(28), x, 0.3))
+  kept = (y != 0).all(axis=1)
+  np.testing.assert_array_equal(y[kept], np.asarray(x)[kept])
+  np.testing.assert_array_equal(kept, (scaled != 0).all(axis=1))  # the same examples survive
+  assert abs(kept.mean() - 0.7) < SIGMAS * math.sqrt(0.21 / 4000)
+  from jaxdrop import linen as jdl
+  rngs = {"dropout": key(29)}
+  unscaled = np.asarray(jdl.DropPath(0.3, scale_by_keep=False).apply({}, x, deterministic=False, rngs=rngs))
+  layer_kept = (np.asarray(jdl.DropPath(0.3).apply({}, x, deterministic=False, rngs=rngs)) != 0).all(axis=1)
+  np.testing.assert_array_equal(unscaled[layer_kept], np.asarray(x)[layer_kept])
+  np.testing.assert_array_equal(unscaled[~layer_kept], 0)
+  assert_trees_equal(jdl.DropPath(0.3, scale_by_keep=False).apply({}, x, deterministic=True), x)  # identity
+  with pytest.raises(TypeError, match="scale_by_keep must be True or False"):
+    jaxdrop.drop_path(key(28), x, 0.3, scale_by_keep=1)
+
+
 # --- every variant under the common transformations ---------------------------------
 
 VARIANTS = {
