@@ -34,11 +34,14 @@ from experiments.config import Config, option
 from experiments.data import load_dataset
 from experiments.errors import ConfigError
 from experiments.plots import plot_intervals
-from experiments.records import seed_summary, seeds_entry
-from experiments.runner import Experiment
+from experiments.records import reduced_options, seed_summary, seeds_entry
+from experiments.runner import Experiment, Part
 from jaxdrop import training
 
 VARIANTS = ("no dropout", "dropout")  # the grid's two points: rates 0, and --input-rate / --hidden-rate
+# In reproduce (its 4-minute budget): three of the sizes, a narrower MLP, fewer steps and two seeds; `python -m
+# experiments run e12` runs the full form (see the section).
+SUITE = {"sizes": (100, 1000, 4000), "hidden": 64, "steps": 200, "seeds": 2}
 
 
 @dataclasses.dataclass
@@ -181,6 +184,35 @@ def conclusion(table: list[dict[str, Any]]) -> str:
           f" training-set size: {gains}.")
 
 
+def report_section(record: dict[str, Any], seeds: int) -> list[str]:
+  """reproduce's section on E12: test error by training-set size with and without dropout, the verdict, the
+  figure."""
+  config = record["config"]
+  reduced = reduced_options(config, E12Config(), SUITE)
+  lines = [
+      "## E12: dropout against training-set size, after Srivastava et al. (2014, Figure 10)",
+      "",
+      f"Nested, class-balanced subsets of mnist_5k's 4,000 training images, tested on its held-out 1,000; an MLP"
+      f" 784-{config['hidden']}-{config['hidden']}-10 with dropout {config['input_rate']} on the inputs and"
+      f" {config['hidden_rate']} in the hidden layers against the same MLP without, SGD with momentum,"
+      f" {config['steps']} steps at every size, {config['seeds']} seeds (both variants and every seed of a size"
+      " in one `fit_sweep`)."
+      + (f" Reduced to stay short: {', '.join(reduced)}; `python -m experiments run e12` runs the full form."
+         if reduced else ""),
+      "",
+      "| training images | test error, no dropout | test error, dropout | gain (95% CI) |",
+      "|---|---|---|---|",
+  ]
+  for row in record["sizes"]:
+    gain = row["gain"]
+    lines.append(f"| {row['size']:,} | {row['no dropout']['mean']:.4f} ± {row['no dropout']['sd']:.4f} |"
+                 f" {row['dropout']['mean']:.4f} ± {row['dropout']['sd']:.4f} | {gain['mean']:+.4f}"
+                 f" ({gain['ci95'][0]:+.4f}..{gain['ci95'][1]:+.4f}) |")
+  lines += ["", "Mean ± sd over the seeds; the gain is the test error without dropout minus with, paired by seed.",
+            record["conclusion"], "", "![E12: test error against training-set size](e12/size.png)", ""]
+  return lines
+
+
 EXPERIMENT = Experiment(
     name="e12",
     title="dropout against training-set size on real MNIST (100 to 4,000 images): test error with and"
@@ -188,6 +220,7 @@ EXPERIMENT = Experiment(
     source="beyond the tutorials: Srivastava et al. (2014, JMLR), Figure 10",
     config=E12Config,
     run=run,
+    part=Part(report_section, options=lambda seeds: dict(SUITE), quick={"sizes": (20, 40), "steps": 4, "hidden": 8}),
 )
 
 

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["CLASSIFIER", "RUNNING_TRAIN", "draw_curves", "draw_intervals", "draw_reliability", "plot_curves",
-           "plot_intervals", "plot_reliability", "spans_decades"]
+__all__ = ["CLASSIFIER", "RUNNING_TRAIN", "draw_curves", "draw_estimates", "draw_intervals", "draw_reliability",
+           "plot_curves", "plot_estimates", "plot_intervals", "plot_reliability", "spans_decades"]
 
 # The panels of a classifier's curves: {y label: series of the history}.
 CLASSIFIER = {"cross-entropy loss": ("train_loss", "test_loss"), "accuracy": ("train_acc", "test_acc")}
@@ -221,4 +221,39 @@ def draw_intervals(x: Sequence[float], series: Mapping[str, Sequence[Mapping[str
     ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend()
+  return fig
+
+
+def plot_estimates(path: str | os.PathLike, rows: Mapping[str, Mapping[str, Any]], **kwargs) -> str:
+  """Saves :func:`draw_estimates` (same arguments after ``path``) as a PNG; returns ``path`` as a string."""
+  draw_estimates(rows, **kwargs).savefig(path, dpi=110)
+  return str(path)
+
+
+def draw_estimates(rows: Mapping[str, Mapping[str, Any]], *, title: str = "",
+                   metrics: Mapping[str, str] = {"rmse": "test RMSE (lower is better)",
+                                                 "ll": "test log-likelihood (higher is better)"}) -> Figure:
+  """Estimates with their standard errors, one row each, in one panel per metric: ours beside published ones.
+
+  Args:
+    rows: ``{label: {metric: {"mean": m, "se": s}, ..., "ours": bool}}``; rows marked ``ours`` are drawn in
+      colour, the others (published) in grey.
+    title: the figure's title.
+    metrics: ``{metric key: axis label}``, one panel each.
+
+  Returns:
+    The figure (:func:`plot_estimates` saves it).
+  """
+  fig = Figure(figsize=(9, 0.5 * len(rows) + 1.6), layout="constrained")
+  axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+  y = np.arange(len(rows))[::-1]
+  for ax, (key, label) in zip(axes, metrics.items(), strict=True):
+    for yi, (name, row) in zip(y, rows.items(), strict=True):
+      ax.errorbar(row[key]["mean"], yi, xerr=row[key]["se"], marker="o", capsize=3,
+                  color="C0" if row.get("ours") else "0.45")
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+  axes[0].set_yticks(y, list(rows))
+  if title:
+    fig.suptitle(title, fontsize=10)
   return fig

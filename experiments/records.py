@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import numpy as np
 
+from experiments.config import shown
 from experiments.files import write_json
 from jaxdrop.training import FitResult, param_sha256
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
   from experiments.data import Dataset
 
 __all__ = ["PINNED", "RunRecord", "code_fingerprint", "describe", "environment", "environment_differences",
-           "mean_sd", "metric_range", "run_entry", "seed_summary", "seeds_entry"]
+           "mean_sd", "metric_range", "reduced_options", "run_entry", "seed_summary", "seeds_entry"]
 
 
 # The facts of ``environment()`` that decide a run's bits: --resume and replay refuse a change in one of them.
@@ -228,6 +229,23 @@ def seed_summary(values: list[float], bounds: tuple[float, float] = (-math.inf, 
   low, high = bounds
   ci = [max(mean - half, low), min(mean + half, high)]
   return {"mean": mean, "sd": sd, "ci95": ci, "ci95_clipped": ci != [mean - half, mean + half], "n": n}
+
+
+def reduced_options(config: dict[str, Any], full: Any, names) -> list[str]:
+  """Of ``names``, the options of a recorded ``config`` that differ from ``full`` (the experiment's full form,
+  a default :class:`~experiments.config.Config`), as a report says them: ``"steps 200 (full: 1500)"``.
+
+  Example:
+    >>> import types
+    >>> reduced_options({"steps": 200, "seeds": 3, "sizes": [100]}, types.SimpleNamespace(steps=1500, seeds=3,
+    ...                 sizes=(100, 500)), ["steps", "seeds", "sizes"])
+    ['steps 200 (full: 1500)', 'sizes 100 (full: 100 500)']
+  """
+  def as_option(value):
+    return tuple(value) if isinstance(value, list) else value
+
+  return [f"{name.replace('_', ' ')} {shown(as_option(config[name]))} (full: {shown(getattr(full, name))})"
+          for name in names if as_option(config[name]) != getattr(full, name)]
 
 
 def mean_sd(values) -> str:

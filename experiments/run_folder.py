@@ -66,7 +66,7 @@ _CONTROL = frozenset({MARKER_FILE, LOCK_FILE})
 # experiments draw (experiments/e*.py; a test keeps this list complete). ``overwrite`` removes these names
 # (as plain files or links) and record-failed-<time>.json, nothing else.
 RUN_FILES = frozenset({"record.json", "replay.json", "report.md", "bench.json", "bench.md",
-                       "curves.png", "losses.png", "reliability.png", "size.png"})
+                       "curves.png", "losses.png", "published.png", "reliability.png", "size.png"})
 _FAILED_RECORD = re.compile(r"record-failed-\d{8}-\d{6}\.json")
 # Left behind by a process killed while writing: write_json's temporary files and the write probe.
 _LITTER = re.compile(r"\.\.?[A-Za-z0-9._-]+\.json\.[a-z0-9_]+\.tmp|\.write-test(-[a-z0-9_]+)?")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import data
-from experiments.e12_dataset_size import E12Config, conclusion, nested_subsets
+from experiments.e12_dataset_size import E12Config, conclusion, nested_subsets, report_section
 from experiments.errors import ConfigError
 from experiments.registry import run_experiment
 from experiments.replay import replay
@@ -50,6 +50,14 @@ def test_a_replay_of_e12_is_bitwise_identical(tiny, tmp_path):
   result = replay(out, tmp_path, quiet=True)
   assert result["identical"] and len(result["runs"]) == 8  # 2 sizes x 2 variants x 2 seeds
   assert json.loads((tmp_path / "replay.json").read_text())["identical"]
+
+
+def test_the_section_gives_each_size_the_verdict_and_what_was_reduced(tiny):
+  _, record = tiny
+  text = "\n".join(report_section(record, 2))
+  assert "| 20 | " in text and "| 40 | " in text and record["conclusion"] in text
+  assert "sizes 20 40 (full: 100 500 1000 2000 4000)" in text and "steps 4 (full: 1500)" in text
+  assert "![E12: test error against training-set size](e12/size.png)" in text
 
 
 def row(size, gain_low, gain_mean):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.calibration import reliability
-from experiments.plots import draw_curves, draw_reliability, plot_curves, spans_decades
+from experiments.plots import draw_curves, draw_estimates, draw_intervals, draw_reliability, plot_curves, spans_decades
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +81,23 @@ def test_the_reliability_diagram_shows_the_count_of_each_bin():
   assert top.get_ylabel() == "accuracy in the bin" and bottom.get_ylabel() == "examples (log scale)"
   heights = sorted(bar.get_height() for bar in bottom.patches)
   assert heights == sorted(c for c in table["count"] if c > 0) and sum(heights) == 500
+
+
+def test_estimates_put_ours_beside_the_published_rows_with_their_errors():
+  rows = {"ours": {"rmse": {"mean": 3.1, "se": 0.2}, "ll": {"mean": -2.5, "se": 0.05}, "ours": True},
+          "published": {"rmse": {"mean": 2.97, "se": 0.19}, "ll": {"mean": -2.46, "se": 0.06}}}
+  rmse, ll = draw_estimates(rows).axes
+  assert [t.get_text() for t in rmse.get_yticklabels()] == ["ours", "published"]  # top to bottom
+  assert "RMSE" in rmse.get_xlabel() and "log-likelihood" in ll.get_xlabel()
+  low, high = rmse.get_xlim()
+  assert low < 2.97 - 0.19 and high > 3.1 + 0.2  # the error bars are inside the panel
+  colours = [line.get_color() for line in rmse.lines if line.get_marker() == "o"]
+  assert colours[0] != colours[1]  # ours in colour, the published row in grey
+
+
+def test_intervals_draw_a_line_per_series_at_the_given_positions():
+  summary = lambda m: {"mean": m, "ci95": [m - 0.01, m + 0.02]}  # noqa: E731
+  ax = draw_intervals([100, 1000], {"a": [summary(0.2), summary(0.1)], "b": [summary(0.3), summary(0.2)]},
+                      xlabel="images", ylabel="error", log_x=True).axes[0]
+  assert ax.get_xscale() == "log" and ax.get_ylabel() == "error"
+  assert [line.get_ydata().tolist() for line in ax.lines if line.get_marker() == "o"] == [[0.2, 0.1], [0.3, 0.2]]
