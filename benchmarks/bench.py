@@ -37,6 +37,9 @@ the median kept. Sections:
 9. ``sweep``: 48 runs of E2's MLP on ``mnist_5k`` (4 dropout rates x 3 weight
    decays x 4 seeds) in one ``fit_sweep`` against one ``fit`` per run
    (``benchmarks/sweep.py``).
+10. ``layer_drop``: the train step of a scanned 12-block stack at LayerDrop
+    rates 0, 0.25 and 0.5, the step time falling with the rate
+    (``benchmarks/layer_drop.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ import numpy as np
 import optax
 
 import jaxdrop
-from benchmarks import attention_long, step_overhead, sweep
+from benchmarks import attention_long, layer_drop, step_overhead, sweep
 from experiments.files import write_json
 from experiments.models import CNN, MLP, MatConvNet
 from experiments.records import environment
@@ -67,7 +70,8 @@ from jaxdrop._masked import keep_for, masked_affine_stored
 
 __all__ = ["SECTIONS", "run_bench"]
 
-SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long", "step_overhead", "sweep")
+SECTIONS = ("dropout", "epoch", "seeds", "memory", "conv", "attention", "attention_long", "step_overhead", "sweep",
+            "layer_drop")
 
 
 def _torch():
@@ -556,6 +560,9 @@ def render(results: dict[str, Any]) -> str:
   if "step_overhead" in results:  # benchmarks/step_overhead.py
     out += ["**Dropout inside train steps** (ms per step; overhead against the same step without dropout)", "",
             step_overhead.render(results["step_overhead"]), ""]
+  if "layer_drop" in results:  # benchmarks/layer_drop.py
+    out += ["**LayerDrop skips compute** (a scanned 12-block stack's train step, ms; median of interleaved"
+            " rounds)", "", layer_drop.render(results["layer_drop"]), ""]
   if "sweep" in results:  # benchmarks/sweep.py
     out += ["**A grid in one program** (E2's MLP on mnist_5k, 4 rates x 3 decays x 4 seeds; wall seconds"
             " including compilation)", "", sweep.render(results["sweep"]), ""]
@@ -584,7 +591,8 @@ def run_bench(out_dir: str | Path, sections=SECTIONS, reps: int = 20, emit: Call
   runners = {"dropout": lambda: bench_dropout(reps=reps), "epoch": bench_epoch, "seeds": bench_seeds,
              "memory": bench_memory, "conv": bench_conv, "attention": bench_attention,
              "attention_long": attention_long.bench_attention_long,
-             "step_overhead": step_overhead.bench_step_overhead, "sweep": sweep.bench_sweep}
+             "step_overhead": step_overhead.bench_step_overhead, "sweep": sweep.bench_sweep,
+             "layer_drop": lambda: layer_drop.bench_layer_drop(reps=reps)}
   for section in sections:
     emit(f"== {section}")
     results[section] = runners[section]()

@@ -6,17 +6,31 @@ probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 
 from jaxdrop import _bits, attention
 from jaxdrop._alpha_dropout import alpha_dropout
+from jaxdrop._averaging import (
+    EmaState,
+    SwaState,
+    averaged_params,
+    cyclic_swa_schedule,
+    ema,
+    ema_decay,
+    swa,
+    swa_lr_schedule,
+    update_bn,
+)
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
 from jaxdrop._drop_block import drop_block
 from jaxdrop._drop_connect import drop_connect
 from jaxdrop._drop_path import drop_path
 from jaxdrop._dropout import dropout, dropout_eval, keep_probability
+from jaxdrop._embedding_dropout import embedding_dropout, embedding_matrix_dropout
 from jaxdrop._gaussian_dropout import gaussian_dropout
 from jaxdrop._gaussian_noise import gaussian_noise
+from jaxdrop._layer_drop import layer_drop, layer_drop_mask
 from jaxdrop._lstm import init_lstm_params, lstm
 from jaxdrop._max_norm import fan_in_axes, max_norm, max_norm_projection
 from jaxdrop._mc_dropout import MCDropoutPrediction, mc_dropout
 from jaxdrop._param_masks import all_params, decay_mask, param_names, resolve_mask, weights_only
+from jaxdrop._patch_dropout import patch_dropout
 from jaxdrop._penalties import (
     elastic_net_penalty,
     l1_penalty,
@@ -24,7 +38,9 @@ from jaxdrop._penalties import (
     l2_penalty,
     orthogonal_penalty,
 )
+from jaxdrop._r_drop import r_drop_loss, symmetric_kl
 from jaxdrop._schedules import drop_path_rates, early_dropout, late_dropout
+from jaxdrop._spec_augment import frequency_mask, mask_along_axis, time_mask
 from jaxdrop._weight_decay import adam, adamw, add_weight_decay, sgd
 
 __version__ = "0.1.0"
@@ -36,15 +52,19 @@ MASK_GENERATOR = _bits.MASK_GENERATOR
 
 __all__ = [
     "MASK_GENERATOR",
+    "EmaState",
     "MCDropoutPrediction",
+    "SwaState",
     "adam",
     "adamw",
     "add_weight_decay",
     "all_params",
     "alpha_dropout",
     "attention",
+    "averaged_params",
     "concrete_dropout",
     "concrete_dropout_regularizer",
+    "cyclic_swa_schedule",
     "decay_mask",
     "drop_block",
     "drop_connect",
@@ -54,7 +74,12 @@ __all__ = [
     "dropout_eval",
     "early_dropout",
     "elastic_net_penalty",
+    "ema",
+    "ema_decay",
+    "embedding_dropout",
+    "embedding_matrix_dropout",
     "fan_in_axes",
+    "frequency_mask",
     "gaussian_dropout",
     "gaussian_noise",
     "init_lstm_params",
@@ -63,13 +88,23 @@ __all__ = [
     "l2_norm_penalty",
     "l2_penalty",
     "late_dropout",
+    "layer_drop",
+    "layer_drop_mask",
     "lstm",
+    "mask_along_axis",
     "max_norm",
     "max_norm_projection",
     "mc_dropout",
     "orthogonal_penalty",
     "param_names",
+    "patch_dropout",
+    "r_drop_loss",
     "resolve_mask",
     "sgd",
+    "swa",
+    "swa_lr_schedule",
+    "symmetric_kl",
+    "time_mask",
+    "update_bn",
     "weights_only",
 ]

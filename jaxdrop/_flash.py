@@ -22,6 +22,11 @@ every block size, and the backward pass regenerates it from the seed. With
 ``D = rowsum(dO * O)`` the dropout needs nothing else in the backward pass:
 ``rowsum(P * dP~) = rowsum(dO * O)`` also for the dropped ``P``.
 
+DropKey (``drop_key``) acts before the softmax instead: a dropped logit is not
+allowed (``-inf``), with the tile of the mask of the same layout drawn from its
+own seed, in the forward pass and again in the backward pass's recomputed
+logits, so the online softmax normalizes over the kept logits only.
+
 Causal attention loops, for query block ``i``, over the key blocks that hold a
 key ``<= `` some query of the block only (a loop bound, no tile of zeros is
 computed), and the backward pass over the query blocks at or below each key
@@ -41,7 +46,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from jaxdrop import _bits
 
-__all__ = ["Dropout", "blockwise_attention"]
+__all__ = ["DropKey", "Dropout", "blockwise_attention"]
 
 _F32 = jnp.float32
 _SCORES = "...hgqd,...hkd->...hgqk"
@@ -56,6 +61,14 @@ class Dropout(NamedTuple):
   threshold: jax.Array  # uint32 scalar
   scale: jax.Array  # float32 scalar, 1 / keep probability (NaN for an invalid traced rate)
   fill: jax.Array  # float32 scalar, 0 (NaN for an invalid traced rate)
+
+
+class DropKey(NamedTuple):
+  """DropKey on the logits: ``where(lane < threshold, s, -inf)``, the lanes of the dropout's mask layout
+  (``_Spec.mask_shape``) from their own seed."""
+
+  seed: jax.Array  # uint32[2]
+  threshold: jax.Array  # uint32 scalar: a kept logit's lane is below it
 
 
 class _Spec(NamedTuple):
@@ -87,6 +100,7 @@ def blockwise_attention(
     precision: Any,
     block_q: int,
     block_k: int,
+    drop_key: DropKey | None = None,
 ) -> jax.Array:
   """``softmax(q k^T / sqrt(d) + bias, masked) v`` with dropout, blockwise; shapes as the reference path's.
 
@@ -104,6 +118,8 @@ def blockwise_attention(
     precision: the ``precision`` of every product.
     block_q: query rows per tile (capped at ``Lq``).
     block_k: keys per tile (capped at ``Lk``).
+    drop_key: DropKey's seed and threshold, or ``None``: the dropped logits are not allowed (``-inf``),
+      with the tiles of the mask of the dropout's layout (the reference path's DropKey mask).
 
   Returns:
     ``[batch..., Lq, heads, dv]`` in the query's dtype.
@@ -129,7 +145,8 @@ def blockwise_attention(
   if kv_lengths is not None:
     kv_lengths = jnp.minimum(jnp.asarray(kv_lengths).astype(jnp.int32), lk)  # longer: every key
     kv_lengths = kv_lengths.reshape((1,) * (n - kv_lengths.ndim) + kv_lengths.shape + (1, 1, 1, 1))
-  out = _attend(spec, q, k, v, bias, mask, kv_lengths, dropout)  # (nq, *batch, kv_heads, groups, bq, dv)
+  # (nq, *batch, kv_heads, groups, bq, dv)
+  out = _attend(spec, q, k, v, bias, mask, kv_lengths, dropout, drop_key)
   out = jnp.moveaxis(jnp.moveaxis(out, -2, 1 + n), 0, n)  # (*batch, nq, bq, kv_heads, groups, dv)
   out = out.reshape(*batch, nq * bq, heads, value.shape[-1])
   return lax.slice_in_dim(out, 0, lq, axis=n)
@@ -185,8 +202,9 @@ def _add_tile(buffer: jax.Array, tile: jax.Array, i, j, spec: _Spec) -> jax.Arra
   return lax.dynamic_update_slice(buffer, current + tile, starts)
 
 
-def _logits(spec: _Spec, q_i, k_j, i, j, bias, mask, lengths) -> jax.Array:
-  """The tile's scaled logits plus bias in float32, ``-inf`` where attention is not allowed."""
+def _logits(spec: _Spec, q_i, k_j, i, j, bias, mask, lengths, drop_key=None) -> jax.Array:
+  """The tile's scaled logits plus bias in float32, ``-inf`` where attention is not allowed (or DropKey drops
+  the logit)."""
   s = jnp.einsum(_SCORES, q_i, k_j, precision=spec.precision, preferred_element_type=_F32)
   if bias is not None:
     s = s + _tile(bias, i, j, spec).astype(_F32)
@@ -206,16 +224,17 @@ def _logits(spec: _Spec, q_i, k_j, i, j, bias, mask, lengths) -> jax.Array:
     allowed = both(allowed, cols < lengths)
   elif spec.lk % spec.block_k:  # the padding of the last key block
     allowed = both(allowed, cols < spec.lk)
+  if drop_key is not None:
+    allowed = both(allowed, _keep(spec, drop_key.seed, drop_key.threshold, i, j))
   if allowed is None:
     return s
   return jnp.where(allowed, s, -jnp.inf)
 
 
-def _keep(spec: _Spec, dropout: Dropout, i, j) -> jax.Array:
-  """The tile ``(i, j)`` of the reference path's dropout mask (``True``: kept)."""
+def _keep(spec: _Spec, seed, threshold, i, j) -> jax.Array:
+  """The tile ``(i, j)`` of the reference path's dropout (or DropKey) mask of ``seed`` (``True``: kept)."""
   starts = (0,) * (len(spec.mask_shape) - 2) + (i * spec.block_q, j * spec.block_k)
-  return _bits.tile_bernoulli(dropout.seed, spec.mask_shape, dropout.threshold, spec.mask_bits, starts,
-                             spec.tile_shape)
+  return _bits.tile_bernoulli(seed, spec.mask_shape, threshold, spec.mask_bits, starts, spec.tile_shape)
 
 
 def _max_length(spec: _Spec, lengths) -> jax.Array | None:
@@ -248,7 +267,7 @@ def _index(x: jax.Array, i) -> jax.Array:
   return lax.dynamic_index_in_dim(x, i, 0, keepdims=False)
 
 
-def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout):
+def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout, drop_key):
   """Output ``(nq, *batch, kv_heads, groups, bq, dv)`` and log-sum-exp ``(nq, ..., bq)`` (``+inf`` on rows
   with no allowed key)."""
   nk = k.shape[0]
@@ -260,14 +279,14 @@ def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout):
     def step(j, carry):
       m, norm, acc = carry
       k_j, v_j = _index(k, j), _index(v, j)
-      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths)
+      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths, drop_key)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # rows with nothing allowed yet: exp(-inf) = 0
       p = jnp.exp(s - shift[..., None])
       alpha = jnp.exp(m - shift)
       norm = alpha * norm + jnp.sum(p, axis=-1)
       if dropout is not None:
-        p = jnp.where(_keep(spec, dropout, i, j), p * dropout.scale, dropout.fill)
+        p = jnp.where(_keep(spec, dropout.seed, dropout.threshold, i, j), p * dropout.scale, dropout.fill)
       pv = jnp.einsum(_WEIGHTED, p.astype(v.dtype), v_j, precision=spec.precision,
                       preferred_element_type=_F32)
       return m_new, norm, alpha[..., None] * acc + pv
@@ -284,24 +303,24 @@ def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _attend(spec: _Spec, q, k, v, bias, mask, lengths, dropout):
-  return _forward(spec, q, k, v, bias, mask, lengths, dropout)[0]
+def _attend(spec: _Spec, q, k, v, bias, mask, lengths, dropout, drop_key):
+  return _forward(spec, q, k, v, bias, mask, lengths, dropout, drop_key)[0]
 
 
 def _attend_fwd(spec: _Spec, *primals):
   """``symbolic_zeros``: the primals come as ``CustomVJPPrimal``; a bias that is not differentiated gets no
   gradient buffer (the residuals say so by their structure: ``()`` or ``None``)."""
-  q, k, v, bias, mask, lengths, dropout = jax.tree.map(lambda p: p.value, primals,
+  q, k, v, bias, mask, lengths, dropout, drop_key = jax.tree.map(lambda p: p.value, primals,
                                                        is_leaf=lambda p: isinstance(p, CustomVJPPrimal))
   bias_grad = () if bias is not None and primals[3].perturbed else None
-  out, lse = _forward(spec, q, k, v, bias, mask, lengths, dropout)
-  return out, (q, k, v, bias, mask, lengths, dropout, out, lse, bias_grad)
+  out, lse = _forward(spec, q, k, v, bias, mask, lengths, dropout, drop_key)
+  return out, (q, k, v, bias, mask, lengths, dropout, drop_key, out, lse, bias_grad)
 
 
 def _attend_bwd(spec: _Spec, residuals, g):
-  q, k, v, bias, mask, lengths, dropout, out, lse, bias_grad = residuals
+  q, k, v, bias, mask, lengths, dropout, drop_key, out, lse, bias_grad = residuals
   if isinstance(g, SymbolicZero):
-    return None, None, None, None, None, None, None
+    return None, None, None, None, None, None, None, None
   nq = q.shape[0]
   delta = jnp.sum(g.astype(_F32) * out.astype(_F32), axis=-1)  # D = rowsum(dO * O)
 
@@ -311,13 +330,13 @@ def _attend_bwd(spec: _Spec, residuals, g):
     def step(i, inner):
       dk_j, dv_j, dq, dbias = inner
       q_i, g_i = _index(q, i), _index(g, i)
-      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths)
+      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths, drop_key)
       p = jnp.exp(s - _index(lse, i)[..., None])  # 0 where not allowed, and on rows with nothing allowed
       dp = jnp.einsum(_SCORES, g_i, v_j, precision=spec.precision, preferred_element_type=_F32)
       if dropout is None:
         dropped = p
       else:
-        keep = _keep(spec, dropout, i, j)
+        keep = _keep(spec, dropout.seed, dropout.threshold, i, j)
         dropped = jnp.where(keep, p * dropout.scale, dropout.fill)
         dp = jnp.where(keep, dp * dropout.scale, 0.0)
       dv_j = dv_j + jnp.einsum(_BY_KEY, dropped.astype(g.dtype), g_i, precision=spec.precision,
@@ -342,7 +361,7 @@ def _attend_bwd(spec: _Spec, residuals, g):
   xs = (jnp.arange(k.shape[0], dtype=jnp.int32), k, v)
   (dq, dbias), (dk, dv) = lax.scan(key_block, (jnp.zeros(q.shape, _F32), dbias0), xs)
   dbias = None if bias_grad is None or dbias is None else dbias.astype(bias.dtype)
-  return dq.astype(q.dtype), dk, dv, dbias, None, None, None
+  return dq.astype(q.dtype), dk, dv, dbias, None, None, None, None
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd, symbolic_zeros=True)

@@ -31,10 +31,10 @@ from flax.nnx.nn.attention import dot_product_attention_weights as nnx_attention
 from jax import export
 
 from jaxdrop import _bits, _checks, _flash
-from jaxdrop._masked import dropout_terms, seeded_dropout
+from jaxdrop._masked import dropout_terms, keep_for, seeded_dropout
 
 __all__ = ["BLOCKWISE_ABOVE", "DEFAULT_BLOCK_K", "DEFAULT_BLOCK_Q", "Implementation", "choose_implementation",
-           "dot_product_attention"]
+           "dot_product_attention", "drop_key_rates"]
 
 _WEIGHTED_SUM = "...hqk,...khd->...qhd"
 
@@ -73,6 +73,9 @@ def dot_product_attention(
     implementation: Implementation | None = None,
     block_q: int | None = None,
     block_k: int | None = None,
+    drop_key_rate: float | jax.Array = 0.0,
+    drop_key_rng: jax.Array | None = None,
+    drop_key_deterministic: bool | None = None,
 ) -> jax.Array:
   """``flax.linen.dot_product_attention`` with key-only attention dropout, at any sequence length.
 
@@ -135,10 +138,21 @@ def dot_product_attention(
     implementation: ``"reference"``, ``"blockwise"`` or ``None`` (choose, as above).
     block_q: query rows of a blockwise tile (default :data:`DEFAULT_BLOCK_Q`, capped at ``q_length``).
     block_k: keys of a blockwise tile (default :data:`DEFAULT_BLOCK_K`, capped at ``kv_length``).
+    drop_key_rate: DropKey (Li et al., 2023): the probability of dropping each attention *logit* before the
+      softmax (a Python float or a traced scalar; per layer, see :func:`drop_key_rates`). A dropped logit is
+      ``-inf`` (the paper adds ``-1e12``), so each row's weights are the softmax over its kept logits, not
+      rescaled; the mask follows ``broadcast_dropout`` and ``mask_bits`` as the attention dropout does and is
+      the same on both paths (regenerated from the seed in the backward pass). A row whose allowed keys
+      are all dropped (probability ``drop_key_rate ** n`` for ``n`` allowed keys) is zeros, with zero
+      gradients, as a fully masked row is (the paper's ``-1e12`` would give it the undropped weights instead).
+    drop_key_rng: the PRNG key of the DropKey mask (default: ``dropout_rng``, split in two, attention dropout
+      and DropKey, when both are active).
+    drop_key_deterministic: no DropKey; ``None`` (the default) follows ``deterministic``. (The jaxdrop layers
+      set it, since Flax passes ``deterministic=True`` when their ``dropout_rate`` is 0.)
 
   Returns:
     ``[batch..., q_length, num_heads, v_depth]``. Rows with no allowed key (by
-    ``mask``, ``is_causal`` or ``key_value_seq_lengths``) are zeros, with zero
+    ``mask``, ``is_causal``, ``key_value_seq_lengths`` or DropKey) are zeros, with zero
     gradients, on both paths.
 
   Raises:
@@ -166,6 +180,13 @@ def dot_product_attention(
     ...                                                 **args)
     >>> bool(jnp.allclose(ref, tiled, atol=1e-5))  # the same mask: equal to float rounding
     True
+    >>> attend = jaxdrop.attention.dot_product_attention
+    >>> ref = attend(q, k, v, drop_key_rate=0.2, dropout_rng=jax.random.key(4),  # DropKey, not dropout
+    ...              implementation="reference")
+    >>> tiled = attend(q, k, v, drop_key_rate=0.2, dropout_rng=jax.random.key(4), implementation="blockwise",
+    ...                block_q=32, block_k=16)
+    >>> bool(jnp.allclose(ref, tiled, atol=1e-5))
+    True
   """
   dropout_rate = _checks.check_rate(dropout_rate, name="dropout_rate")
   if (precision or einsum_dot_general) and attn_weights_value_einsum:
@@ -182,12 +203,11 @@ def dot_product_attention(
   chosen = choose_implementation(query.shape, key.shape, implementation=implementation,
                                  reference_only=reference_only)
   active = not deterministic and not (isinstance(dropout_rate, float) and dropout_rate == 0.0)
-  seed = None
-  if active:
-    _checks.check_mask_bits(mask_bits)
-    seed = _bits.derive_seed(_checks.check_key(dropout_rng, fn="jaxdrop.attention.dot_product_attention",
-                                               argument="dropout_rng",
-                                               evaluation="For evaluation, pass deterministic=True."))
+  key_off = deterministic if drop_key_deterministic is None else drop_key_deterministic
+  seed, key_seed = _seeds(active, dropout_rng, drop_key_rate, drop_key_rng, key_off, mask_bits)
+  drop_key = nan = None
+  if key_seed is not None:
+    drop_key, nan = _drop_key_terms(key_seed, drop_key_rate, mask_bits)
   if chosen == "blockwise":
     block_q = _check_block(block_q, DEFAULT_BLOCK_Q, "block_q")
     block_k = _check_block(block_k, DEFAULT_BLOCK_K, "block_k")
@@ -196,13 +216,112 @@ def dot_product_attention(
       threshold, scale, fill = dropout_terms(dropout_rate, "inverted", mask_bits)
       dropout = _flash.Dropout(seed, jnp.asarray(threshold, jnp.uint32), jnp.asarray(scale, jnp.float32),
                                jnp.zeros((), jnp.float32) if fill is None else jnp.asarray(fill, jnp.float32))
-    return _flash.blockwise_attention(
+    out = _flash.blockwise_attention(
         query, key, value, bias, None if mask is None else jnp.asarray(mask).astype(jnp.bool_), lengths,
         is_causal=is_causal, dropout=dropout, broadcast_dropout=broadcast_dropout, mask_bits=mask_bits,
-        precision=precision, block_q=block_q, block_k=block_k)
-  return _reference(query, key, value, bias, mask, lengths, broadcast_dropout, seed, dropout_rate, precision,
-                    module, force_fp32_for_softmax, einsum_dot_general, qk_attn_weights_einsum,
-                    attn_weights_value_einsum, is_causal, mask_bits)
+        precision=precision, block_q=block_q, block_k=block_k, drop_key=drop_key)
+  else:
+    kept = None
+    if drop_key is not None:
+      bias, kept = _drop_key_bias(query, key, bias, drop_key, broadcast_dropout, mask_bits)
+    out = _reference(query, key, value, bias, mask, lengths, broadcast_dropout, seed, dropout_rate, precision,
+                     module, force_fp32_for_softmax, einsum_dot_general, qk_attn_weights_einsum,
+                     attn_weights_value_einsum, is_causal, mask_bits, kept)
+  return out if nan is None else out + nan.astype(out.dtype)  # NaN for an invalid traced DropKey rate
+
+
+def drop_key_rates(max_rate: float, depth: int, *, end: float = 0.0) -> tuple[float, ...]:
+  """Per-layer DropKey rates falling linearly from ``max_rate`` to ``end``: the paper's decreasing schedule.
+
+  DropKey (Li et al., CVPR 2023) drops more keys in the shallow self-attention
+  layers than in the deep ones, against over-fitting to low-level patterns
+  while keeping the high-level semantics. As we read the paper's decreasing
+  schedule, the rate falls linearly with depth: layer ``i`` of ``depth`` gets
+  ``max_rate + (end - max_rate) * i / (depth - 1)``, from ``max_rate`` at the
+  first layer to ``end`` (0 by default) at the last. It is
+  :func:`jaxdrop.drop_path_rates` (which rises) reversed.
+
+  Args:
+    max_rate: the DropKey rate of the first layer (a drop probability).
+    depth: the number of attention layers.
+    end: the rate of the last layer.
+
+  Returns:
+    ``depth`` Python floats, one ``drop_key_rate`` per layer (pass ``jnp.asarray(...)`` to an ``nn.scan``
+    stack as a scanned input, and each layer's ``drop_key_rate=`` at call time).
+
+  Raises:
+    ValueError: if a rate is outside ``[0, 1]`` or ``depth`` is not a positive integer.
+
+  Example:
+    >>> from jaxdrop.attention import drop_key_rates
+    >>> [round(r, 6) for r in drop_key_rates(0.1, 5)]
+    [0.1, 0.075, 0.05, 0.025, 0.0]
+  """
+  max_rate = _checks.check_rate(max_rate, name="max_rate")
+  end = _checks.check_rate(end, name="end")
+  if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+    raise ValueError(f"depth must be a positive integer (the number of attention layers), got"
+                     f" depth={depth!r}.")
+  if depth == 1:
+    return (max_rate,)
+  return tuple(max_rate + (end - max_rate) * i / (depth - 1) for i in range(depth))
+
+
+_FN = "jaxdrop.attention.dot_product_attention"
+
+
+def _seeds(active: bool, dropout_rng, drop_key_rate, drop_key_rng, key_off: bool, mask_bits: int):
+  """The mask generator's seeds of the attention dropout and of DropKey (``None`` where inactive).
+
+  One key consumed once: ``dropout_rng`` alone when one of them is active and DropKey has no key of its own,
+  else split in two (attention dropout, DropKey).
+  """
+  drop_key_rate = _checks.check_rate(drop_key_rate, name="drop_key_rate")
+  keyed = not key_off and not (isinstance(drop_key_rate, float) and drop_key_rate == 0.0)
+  if active or keyed:
+    _checks.check_mask_bits(mask_bits)
+  evaluation = "For evaluation, pass deterministic=True."
+  key_seed = None
+  if keyed and drop_key_rng is not None:
+    key_seed = _bits.derive_seed(_checks.check_key(drop_key_rng, fn=_FN, argument="drop_key_rng",
+                                                   evaluation=evaluation))
+  if not active and (key_seed is not None or not keyed):
+    return None, key_seed
+  rng = _checks.check_key(dropout_rng, fn=_FN, argument="dropout_rng", evaluation=evaluation)
+  if not active:
+    return None, _bits.derive_seed(rng)
+  if keyed and key_seed is None:
+    rng, own = jax.random.split(rng)
+    key_seed = _bits.derive_seed(own)
+  return _bits.derive_seed(rng), key_seed
+
+
+def _drop_key_terms(seed: jax.Array, rate, mask_bits: int) -> tuple[_flash.DropKey, jax.Array | None]:
+  """DropKey's seed and lane threshold (a kept logit's lane is below it), and, for a traced rate, the offset
+  of the output (0, NaN for a rate outside ``[0, 1]``)."""
+  rate = _checks.check_rate(rate, name="drop_key_rate")
+  keep = keep_for(rate, mask_bits)
+  nan = None if isinstance(keep.valid, bool) else jnp.where(keep.valid, 0.0, jnp.nan).astype(jnp.float32)
+  return _flash.DropKey(seed, jnp.asarray(keep.threshold, jnp.uint32)), nan
+
+
+def _drop_key_bias(query, key, bias, drop_key: _flash.DropKey, broadcast_dropout: bool, mask_bits: int):
+  """The reference path's DropKey: the bias plus ``min / 2`` on the dropped logits, and the keep mask.
+
+  The bias is finite, so that no row is all ``-inf``, and a constant added to the logits, so that the backward
+  pass keeps nothing of it; the keep mask only decides which rows have a kept key (the others are zeros, of
+  shape ``[..., q_length, 1]``). Each dropped weight is ``exp(min / 2 - max) = 0`` exactly: the softmax over
+  the kept logits.
+  """
+  batch, heads = query.shape[:-3], query.shape[-2]
+  lq, lk = query.shape[-3], key.shape[-3]
+  shape = ((1,) * (len(batch) + 1) + (lq, lk)) if broadcast_dropout else (*batch, heads, lq, lk)
+  keep = _bits.bernoulli_lanes(drop_key.seed, shape, drop_key.threshold, mask_bits)
+  dtype = query.dtype if bias is None else jnp.asarray(bias).dtype
+  dropped = jnp.where(keep, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min / 2, dtype))
+  bias = dropped if bias is None else jnp.asarray(bias) + dropped
+  return bias, keep
 
 
 def choose_implementation(
@@ -280,6 +399,14 @@ def with_implementation(implementation: Implementation | None, attention_fn: Cal
   return _BOUND[implementation]
 
 
+def takes_drop_key(attention_fn: Callable[..., jax.Array]) -> bool:
+  """Whether ``attention_fn`` is :func:`dot_product_attention` (or a ``functools.partial`` of it), which takes
+  ``drop_key_rate`` (for the layers' ``drop_key_rate``)."""
+  while isinstance(attention_fn, functools.partial):
+    attention_fn = attention_fn.func
+  return attention_fn is dot_product_attention
+
+
 def _reference_only(module, einsum_dot_general, qk_attn_weights_einsum) -> str | None:
   """The first given argument that only the reference path supports, by name."""
   if module is not None:
@@ -333,8 +460,8 @@ def _check_block(block, default: int, name: str) -> int:
 
 def _reference(query, key, value, bias, mask, lengths, broadcast_dropout, seed, dropout_rate, precision,
                module, force_fp32_for_softmax, einsum_dot_general, qk_attn_weights_einsum,
-               attn_weights_value_einsum, is_causal, mask_bits):
-  """The weights (Flax's), their dropout and the weighted sum."""
+               attn_weights_value_einsum, is_causal, mask_bits, kept=None):
+  """The weights (Flax's), their dropout and the weighted sum (``kept``: DropKey's keep mask, in ``bias``)."""
   if is_causal:
     mask = _both(mask, jnp.tril(jnp.ones((query.shape[-3], key.shape[-3]), jnp.bool_)))
   if lengths is not None:
@@ -351,8 +478,9 @@ def _reference(query, key, value, bias, mask, lengths, broadcast_dropout, seed, 
   else:  # flax.nnx's, which also groups query heads over fewer key heads (GQA)
     weights = nnx_attention_weights(query, key, bias, mask, broadcast_dropout, None, 0.0, True, query.dtype,
                                     precision, module)
-  if mask is not None:  # rows with no allowed key: zeros (flax spreads them evenly over every key)
-    some = jnp.any(jnp.asarray(mask).astype(jnp.bool_), axis=-1, keepdims=True)
+  allowed = mask if kept is None else _both(mask, kept)
+  if allowed is not None:  # rows with no allowed key: zeros (flax spreads them evenly over every key)
+    some = jnp.any(jnp.asarray(allowed).astype(jnp.bool_), axis=-1, keepdims=True)
     some = some.reshape((1,) * (weights.ndim - some.ndim) + some.shape)
     weights = jnp.where(some, weights, jnp.zeros((), weights.dtype))
   einsum = attn_weights_value_einsum or functools.partial(

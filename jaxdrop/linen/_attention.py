@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 
-from jaxdrop.attention import Implementation, dot_product_attention, with_implementation
+from jaxdrop import _checks
+from jaxdrop.attention import Implementation, dot_product_attention, takes_drop_key, with_implementation
 from jaxdrop.linen._base import missing_rng_error
 
 __all__ = ["MultiHeadDotProductAttention", "SelfAttention"]
@@ -35,6 +37,32 @@ def _bind_implementation(module: MultiHeadDotProductAttention | SelfAttention) -
   object.__setattr__(module, "attention_fn", fn)
 
 
+def _call_with_drop_key(module, call, rate, deterministic: bool | None, dropout_rng: jax.Array | None):
+  """``call(deterministic, dropout_rng)`` with DropKey at ``rate`` (the layer's ``drop_key_rate`` unless
+  given) bound into the layer's ``attention_fn`` for this call: Flax passes ``deterministic=True`` to it when
+  the layer's ``dropout_rate`` is 0, so the layer merges its own ``deterministic`` and draws the key (from
+  ``"dropout"``, as Flax's attention dropout; one key, split in two when both are active)."""
+  rate = _checks.check_rate(module.drop_key_rate if rate is None else rate, name="drop_key_rate")
+  if isinstance(rate, float) and rate == 0.0:
+    return call(deterministic, dropout_rng)
+  name = type(module).__name__
+  if not takes_drop_key(module.attention_fn):
+    raise ValueError(f"{name}: drop_key_rate needs jaxdrop.attention.dot_product_attention as attention_fn,"
+                     f" got {module.attention_fn!r}; drop drop_key_rate or attention_fn=.")
+  merged = nn.merge_param("deterministic", module.deterministic, deterministic)
+  if not merged and dropout_rng is None:
+    if not (module.has_rng("dropout") or module.has_rng("params")):  # make_rng falls back to "params"
+      raise missing_rng_error(name, "dropout", "dropout_rng")
+    dropout_rng = module.make_rng("dropout")
+  plain = module.attention_fn
+  object.__setattr__(module, "attention_fn", functools.partial(plain, drop_key_rate=rate,
+                                                               drop_key_deterministic=bool(merged)))
+  try:  # (flax reads attention_fn during the call; the layer's own is restored after it)
+    return call(deterministic, dropout_rng)
+  finally:
+    object.__setattr__(module, "attention_fn", plain)
+
+
 class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
   """``flax.linen.MultiHeadDotProductAttention`` with :func:`jaxdrop.attention.dot_product_attention`.
 
@@ -48,6 +76,9 @@ class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
       ``None`` (chosen by the lengths), ``"reference"`` or ``"blockwise"``
       (memory linear in the length; the same dropout mask). Only with the
       default ``attention_fn``.
+    drop_key_rate: DropKey's rate (drop probability of each attention logit, before the softmax; see
+      :func:`jaxdrop.attention.dot_product_attention`), while training, keyed from ``"dropout"``; a call's
+      ``drop_key_rate=`` overrides it (a per-layer schedule: :func:`jaxdrop.attention.drop_key_rates`).
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -57,10 +88,14 @@ class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
     >>> variables = layer.init(jax.random.key(0), x, deterministic=True)
     >>> layer.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
     (1, 5, 8)
+    >>> drop_key = jdl.MultiHeadDotProductAttention(num_heads=2, drop_key_rate=0.2)
+    >>> drop_key.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(1)}).shape
+    (1, 5, 8)
   """
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
   implementation: Implementation | None = None
+  drop_key_rate: float = 0.0
 
   def __post_init__(self) -> None:
     _bind_implementation(self)
@@ -68,17 +103,20 @@ class MultiHeadDotProductAttention(nn.MultiHeadDotProductAttention):
 
   @nn.compact
   def __call__(
-      self, *args: Any, deterministic: bool | None = None, dropout_rng: jax.Array | None = None, **kwargs: Any
+      self, *args: Any, deterministic: bool | None = None, dropout_rng: jax.Array | None = None,
+      drop_key_rate: float | jax.Array | None = None, **kwargs: Any
   ) -> Any:
-    """Flax's call (``inputs_q``, ``inputs_k``, ``inputs_v``, ``mask=``, ...); training without a
-    ``"dropout"`` rng is the error the other jaxdrop linen layers give."""
+    """Flax's call (``inputs_q``, ``inputs_k``, ``inputs_v``, ``mask=``, ...) and ``drop_key_rate=`` (for this
+    call); training without a ``"dropout"`` rng is the error the other jaxdrop linen layers give."""
     _check_dropout_rng(self, deterministic, dropout_rng)
-    return super().__call__(*args, deterministic=deterministic, dropout_rng=dropout_rng, **kwargs)
+    call = lambda det, rng: super(MultiHeadDotProductAttention, self).__call__(
+        *args, deterministic=det, dropout_rng=rng, **kwargs)
+    return _call_with_drop_key(self, call, drop_key_rate, deterministic, dropout_rng)
 
 
 class SelfAttention(nn.SelfAttention):
   """``flax.linen.SelfAttention`` with :func:`jaxdrop.attention.dot_product_attention` (see
-  :class:`MultiHeadDotProductAttention`, also for ``implementation``).
+  :class:`MultiHeadDotProductAttention`, also for ``implementation`` and ``drop_key_rate``).
 
   Example:
     >>> from jaxdrop import linen as jdl
@@ -89,6 +127,7 @@ class SelfAttention(nn.SelfAttention):
 
   attention_fn: Callable[..., jax.Array] = dot_product_attention
   implementation: Implementation | None = None
+  drop_key_rate: float = 0.0
 
   def __post_init__(self) -> None:
     _bind_implementation(self)
@@ -102,8 +141,11 @@ class SelfAttention(nn.SelfAttention):
       deterministic: bool | None = None,
       dropout_rng: jax.Array | None = None,
       sow_weights: bool = False,
+      drop_key_rate: float | jax.Array | None = None,
   ) -> Any:
-    """Flax's call; training without a ``"dropout"`` rng is the error the other jaxdrop linen layers give."""
+    """Flax's call and ``drop_key_rate=`` (for this call); training without a ``"dropout"`` rng is the error
+    the other jaxdrop linen layers give."""
     _check_dropout_rng(self, deterministic, dropout_rng)
-    return super().__call__(inputs_q, mask=mask, deterministic=deterministic, dropout_rng=dropout_rng,
-                            sow_weights=sow_weights)
+    call = lambda det, rng: super(SelfAttention, self).__call__(inputs_q, mask=mask, deterministic=det,
+                                                                dropout_rng=rng, sow_weights=sow_weights)
+    return _call_with_drop_key(self, call, drop_key_rate, deterministic, dropout_rng)

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
+from jaxdrop._averaging import EmaState, SwaState, averaged_params
 from jaxdrop.errors import CheckpointMismatchError, TrainingDivergedError, TrainingStopped
 from jaxdrop.training import xla_cpu
 from jaxdrop.training._checkpoints import Checkpoints
@@ -39,7 +40,14 @@ class FitResult:
   state: TrainState
   history: dict[str, list[float]]
   step_losses: list[np.ndarray]  # per epoch, the training loss of every step
-  execution: dict[str, Any]  # the epoch path that ran, and why
+  execution: dict[str, Any]  # the epoch path that ran, and why (and, with an average, what was evaluated)
+
+  @property
+  def averaged_params(self) -> Any:
+    """The averaged parameters of ``FitOptions.average`` (what was evaluated), or ``None`` without one."""
+    if "evaluated" not in self.execution:
+      return None
+    return averaged_params(self.state.opt_state[-1])  # the average is the chain's last transform
 
 
 def _options(options: FitOptions | None, fields: dict[str, Any]) -> FitOptions:
@@ -88,7 +96,9 @@ def fit(
   Returns:
     A :class:`FitResult`; ``history`` has ``epoch``, ``train_loss``,
     ``test_loss`` (and ``train_acc``, ``test_acc`` for classification) for the
-    evaluated epochs.
+    evaluated epochs. With ``FitOptions.average`` the evaluations are of the
+    averaged parameters (``execution["evaluated"]`` is ``"ema"`` or ``"swa"``,
+    ``result.averaged_params`` holds them).
 
   Raises:
     TrainingDivergedError: if a training loss is NaN or infinite; nothing
@@ -161,6 +171,8 @@ class _Run:
 
   def __init__(self, task, tx, data, options: FitOptions, seeds: list[int], *, batched: bool, mesh):
     self.task, self.tx, self.options, self.seeds = task, tx, options, seeds
+    if options.average is not None:  # last, so that it averages the parameters after each whole update
+      self.tx = optax.chain(tx, options.average)
     self.batched, self.mesh = batched, mesh
     # Batched keys come from vmap: jnp.stack of typed keys trips jax's key-reuse checker.
     keys = jax.vmap(run_keys)(jnp.asarray(seeds)) if batched else run_keys(seeds[0])
@@ -213,9 +225,25 @@ class _Run:
       state = jax.device_put(state, self.replicated)
     return state, progress, step
 
+  def _evaluated(self, params) -> str | None:
+    """``"ema"`` or ``"swa"``: the kind of ``FitOptions.average`` (checked on ``params``), or ``None``."""
+    if self.options.average is None:
+      return None
+    one = jax.tree.map(lambda a: a[0], params) if self.batched else params
+    state = jax.eval_shape(self.options.average.init, one)
+    if not isinstance(state, (EmaState, SwaState)):
+      raise ValueError(f"FitOptions.average must be jaxdrop.ema(...) or jaxdrop.swa(...); its state is a"
+                       f" {type(state).__name__}.")
+    return "ema" if isinstance(state, EmaState) else "swa"
+
+  def _evaluated_params(self, state):
+    """The parameters that are evaluated: the average's (the chain's last state), or the trained ones."""
+    return state.params if self.options.average is None else averaged_params(state.opt_state[-1])
+
   def train(self, params, checkpoints: Checkpoints | None, resume: bool,
             stop: Callable[[], bool] | None = None) -> list[FitResult]:
     opts, runs = self.options, len(self.seeds)
+    evaluated = self._evaluated(params)
     path, reason, compiler_options = self._execution(params)
     batch_sharding = None
     if self.mesh is not None:
@@ -270,6 +298,8 @@ class _Run:
                  "batch_invariant": opts.batch_invariant,
                  "devices": 1 if self.mesh is None else self.mesh.size,
                  "compiler_options": compiler_options, "resumed_from_step": resumed_from}
+    if evaluated is not None:  # only then: the records of runs without an average keep their keys
+      execution["evaluated"] = evaluated
     states = [jax.tree.map(lambda a, i=i: a[i], state) for i in range(runs)] if self.batched else [state]
     step_losses = [[np.asarray(losses, np.float32) for losses in run] for run in progress.step_losses]
     return [FitResult(st, h, sl, execution)
@@ -281,7 +311,8 @@ class _Run:
 
     def metrics_on(data):
       x, y = data
-      return summarize(task, self.evaluate_sums(task, state.params, x, y, min(1024, x.shape[0])))
+      params = self._evaluated_params(state)
+      return summarize(task, self.evaluate_sums(task, params, x, y, min(1024, x.shape[0])))
 
     test_m = metrics_on(self.test_data)
     if self.options.eval_train:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
+import optax
 
 __all__ = ["EpochPath", "FitOptions"]
 
@@ -38,6 +39,12 @@ class FitOptions:
       :func:`~jaxdrop.training.xla_cpu.choose_compiler_options`; ``None``: XLA's defaults.
     quiet: no progress bar (it is also off when stderr is not a terminal).
     description: label of the progress bar.
+    average: weight averaging, :func:`jaxdrop.ema` or :func:`jaxdrop.swa`:
+      ``fit`` chains it after the optimizer and evaluates the averaged
+      parameters (``execution["evaluated"]`` says which;
+      :attr:`FitResult.averaged_params` holds them; ``state.params`` stays the
+      trained ones). Before SWA's first snapshot its average is the current
+      parameters. ``None``: no averaging, the parameters are evaluated.
 
   Example:
     >>> from jaxdrop.training import FitOptions
@@ -55,6 +62,7 @@ class FitOptions:
   compiler_options: dict[str, str] | Literal["auto"] | None = "auto"
   quiet: bool = False
   description: str = ""
+  average: optax.GradientTransformation | None = None
 
   def __post_init__(self):
     for name in ("epochs", "batch_size", "eval_every"):
@@ -66,3 +74,6 @@ class FitOptions:
         isinstance(k, str) and isinstance(v, (str, bool, int, float)) for k, v in options.items()))):
       raise ValueError(f"FitOptions.compiler_options must be 'auto', None or a dict of XLA option names to"
                        f" values, got {options!r}.")
+    if self.average is not None and not isinstance(self.average, optax.GradientTransformation):
+      raise ValueError(f"FitOptions.average must be jaxdrop.ema(...), jaxdrop.swa(...) or None, got"
+                       f" {self.average!r}.")

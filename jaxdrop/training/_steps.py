@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from jaxdrop.training._task import Task, apply_per_example, batch_plan, batch_sums, example_keys
+from jaxdrop.training._task import (
+    Task,
+    apply_per_example,
+    batch_plan,
+    batch_sums,
+    example_keys,
+    r_drop_batch_sums,
+    r_drop_on,
+)
 
 __all__ = ["make_train_epoch", "make_train_step"]
 
@@ -30,6 +38,9 @@ def make_train_step(task: Task, *, batch_invariant: bool = False, batch_sharding
   The step's dropout key is ``fold_in(dropout_key, state.step)``; with
   ``batch_invariant`` each example gets its own key instead
   (:func:`example_keys`, from the epoch and its data-set index).
+  With R-Drop (``task.r_drop_alpha``) the model runs once on the batch
+  concatenated with itself and the step minimizes :func:`jaxdrop.r_drop_loss`;
+  the metrics stay those of the task (over both copies).
   ``batch_sharding`` (a ``NamedSharding``) splits the batch over devices.
   """
 
@@ -39,19 +50,31 @@ def make_train_step(task: Task, *, batch_invariant: bool = False, batch_sharding
     xb, yb = jnp.take(x, indices, axis=0), jnp.take(y, indices, axis=0)
     if batch_sharding is not None:
       xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
+    r_drop = r_drop_on(task)
+    # R-Drop: one pass over the batch concatenated with itself, so each example's two copies draw different
+    # masks (the reference code's concatenation); with per-example keys, copy 2 of example i takes the key of
+    # the data-set index n + i, so copy 1 keeps the masks the run has without R-Drop.
+    inputs = jnp.concatenate([xb, xb]) if r_drop else xb
     if batch_invariant:
       steps_per_epoch = math.ceil(x.shape[0] / indices.shape[0])
-      keys = example_keys(dropout_key, state.step // steps_per_epoch, indices)
-      forward = lambda params: apply_per_example(task, params, xb, keys)
+      epoch = state.step // steps_per_epoch
+      keys = example_keys(dropout_key, epoch, indices)
+      if r_drop:
+        keys = jnp.concatenate([keys, example_keys(dropout_key, epoch, indices + x.shape[0])])
+      forward = lambda params: apply_per_example(task, params, inputs, keys)
     else:
       key = jax.random.fold_in(dropout_key, state.step)
-      forward = lambda params: task.apply(params, xb, True, key)
+      forward = lambda params: task.apply(params, inputs, True, key)
 
     def objective(params):
       outputs = forward(params)
-      sums = batch_sums(task, outputs, yb, weights)
-      loss = sums["loss_sum"] / sums["count"]
-      total = loss + task.penalty(params) if task.penalty is not None else loss
+      if r_drop:
+        objective_sum, sums = r_drop_batch_sums(task, outputs, yb, weights)
+        loss, fitted = sums["loss_sum"] / sums["count"], objective_sum / sums["count"]
+      else:
+        sums = batch_sums(task, outputs, yb, weights)
+        loss = fitted = sums["loss_sum"] / sums["count"]
+      total = fitted + task.penalty(params) if task.penalty is not None else fitted
       return total, (loss, sums)
 
     grads, (loss, sums) = jax.grad(objective, has_aux=True)(state.params)

@@ -5,7 +5,9 @@ with ``task_for(hparams)`` and ``tx_for(hparams)``: the same initialization
 (``init(run_keys(seed)["init"])``), shuffles and dropout masks. The
 hyperparameters are traced, so one program serves every point: a dropout rate
 (jaxdrop's rates may be traced), a weight decay or a learning rate (optax's
-transforms take traced scalars), any float the task reads.
+transforms take traced scalars), any float the task reads (R-Drop's
+``Task.r_drop_alpha`` too: a traced alpha takes the two passes at every point,
+``0`` included).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from flax.training.train_state import TrainState
 from jaxdrop.training._evaluate import evaluate_sums
 from jaxdrop.training._options import FitOptions
 from jaxdrop.training._steps import make_train_step
-from jaxdrop.training._task import Task, batch_plan, run_keys
+from jaxdrop.training._task import Task, batch_plan, run_keys, without_r_drop
 
 __all__ = ["SweepResult", "fit_sweep", "grid"]
 
@@ -118,6 +120,9 @@ def fit_sweep(
   if options.batch_invariant:
     raise ValueError("fit_sweep draws each step's masks from the run's key and step, as fit does by default;"
                      " batch_invariant=True is not supported here (use fit or fit_seeds).")
+  if options.average is not None:
+    raise ValueError("fit_sweep does not take FitOptions.average (weight averaging); train with fit or"
+                     " fit_seeds, which evaluate the averaged weights.")
   names, values = _checked_points(hparams)
   seeds = [int(s) for s in seeds]
   if not seeds:
@@ -191,6 +196,7 @@ def _program(task_for, tx_for, names, options: FitOptions, n_train: int, n_test:
 
   def one_run(params, point, seed, train_idx, test_idx, x_train, y_train, x_test, y_test):
     task, tx = task_for(point), tx_for(point)
+    eval_task = without_r_drop(task)  # one deterministic pass; hashable also when a point sets R-Drop's alpha
     keys = run_keys(seed)
     state = TrainState.create(apply_fn=None, params=params, tx=tx).replace(tx=_NO_TX)
     step = make_train_step(task)
@@ -206,7 +212,7 @@ def _program(task_for, tx_for, names, options: FitOptions, n_train: int, n_test:
       state, metrics = jax.lax.scan(train_step, state, batch_plan(shuffle, n_train, batch_size))
       evaluated = (number % options.eval_every == 0) | (number == epochs)
       zeros = {"loss_sum": 0.0, "count": 1.0, **({"correct": 0.0} if task.classification else {})}
-      test = jax.lax.cond(evaluated, lambda p: evaluate_sums(task, p, x_test[test_idx], y_test[test_idx],
+      test = jax.lax.cond(evaluated, lambda p: evaluate_sums(eval_task, p, x_test[test_idx], y_test[test_idx],
                                                             min(1024, n_test)),
                           lambda p: {k: jnp.float32(v) for k, v in zeros.items()}, state.params)
       return state, ({k: jnp.sum(v) for k, v in metrics.items() if k != "loss"}, metrics["loss"], test)

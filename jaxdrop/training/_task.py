@@ -11,8 +11,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdrop._checks import check_scalar, is_concrete
+from jaxdrop._r_drop import r_drop_loss
+
 __all__ = ["Task", "apply_per_example", "batch_plan", "batch_sums", "cross_entropy", "example_keys",
-           "half_squared_error", "run_keys", "squared_error"]
+           "half_squared_error", "r_drop_batch_sums", "r_drop_on", "run_keys", "squared_error",
+           "without_r_drop"]
 
 Params = Any
 
@@ -28,6 +32,14 @@ class Task:
     penalty: optional ``params -> scalar`` added to the batch's mean loss
       (an L1/L2 penalty); reported losses exclude it.
     classification: report accuracy (outputs are logits, targets labels).
+    r_drop_alpha: R-Drop (Liang et al., 2021; :func:`jaxdrop.r_drop_loss`): when not ``0``, each train step
+      runs ``apply`` once on the batch concatenated with itself under one dropout key (so each example's
+      two copies draw different masks, as the reference code does) and minimizes the task loss averaged
+      over both copies plus ``r_drop_alpha / 2`` times the symmetric KL divergence of the copies' outputs,
+      which must be logits over their last axis. The reported training loss and accuracy are those of the
+      task over both copies (without the divergence, as without the penalty). ``0`` (the default) trains
+      exactly as without the field; a traced value (a :func:`~jaxdrop.training.fit_sweep` point) always
+      takes the two passes.
 
   Example:
     >>> import jax.numpy as jnp
@@ -41,6 +53,27 @@ class Task:
   loss: Callable[[jax.Array, jax.Array], jax.Array]
   penalty: Callable[[Params], jax.Array] | None = None
   classification: bool = True
+  r_drop_alpha: float = 0.0
+
+  def __post_init__(self):
+    value = check_scalar(self.r_drop_alpha, name="Task.r_drop_alpha",
+                         meaning="the weight of R-Drop's symmetric KL divergence; 0 turns it off")
+    if value is not None:
+      if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"Task.r_drop_alpha must be a finite number >= 0 (the weight of R-Drop's symmetric"
+                         f" KL; 0 turns it off), got {self.r_drop_alpha!r}.")
+      object.__setattr__(self, "r_drop_alpha", value)  # a Python float: the task stays hashable
+
+
+def r_drop_on(task: Task) -> bool:
+  """Whether ``task``'s train steps take R-Drop's two passes (decided while tracing: a traced alpha is on)."""
+  return not (is_concrete(task.r_drop_alpha) and task.r_drop_alpha == 0)
+
+
+def without_r_drop(task: Task) -> Task:
+  """``task`` with R-Drop off: what evaluation runs (one deterministic pass), hashable also when the alpha
+  of ``task`` is traced."""
+  return dataclasses.replace(task, r_drop_alpha=0.0) if r_drop_on(task) else task
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -96,6 +129,30 @@ def batch_sums(task: Task, outputs, targets, weights) -> dict[str, jax.Array]:
     correct = (jnp.argmax(outputs, axis=-1) == targets).astype(jnp.float32)
     sums["correct"] = jnp.sum(correct * weights)
   return sums
+
+
+def r_drop_batch_sums(task: Task, outputs, targets, weights) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The weighted sum of an R-Drop step's objective (:func:`jaxdrop.r_drop_loss`), and :func:`batch_sums` of
+  its batch.
+
+  Args:
+    task: what is trained (its ``loss`` and ``r_drop_alpha``).
+    outputs: ``(2 n, ...)``: the outputs of one training pass over the batch concatenated with itself.
+    targets: ``(n, ...)``: the batch's targets.
+    weights: ``(n,)``: the batch's example weights.
+
+  Returns:
+    ``(objective_sum, sums)``: ``sums`` as :func:`batch_sums`' with ``loss_sum`` (and ``correct``) the
+    means over each example's two copies.
+  """
+  n = weights.shape[0]
+  per_row = task.loss(outputs, jnp.concatenate([targets, targets]))
+  per_example = r_drop_loss(outputs, per_row, alpha=task.r_drop_alpha)
+  sums = {"loss_sum": jnp.sum((per_row[:n] + per_row[n:]) / 2 * weights), "count": jnp.sum(weights)}
+  if task.classification:
+    correct = (jnp.argmax(outputs, axis=-1) == jnp.concatenate([targets, targets])).astype(jnp.float32)
+    sums["correct"] = jnp.sum((correct[:n] + correct[n:]) / 2 * weights)
+  return jnp.sum(per_example * weights), sums
 
 
 def example_keys(dropout_key: jax.Array, epoch: jax.Array, indices: jax.Array) -> jax.Array:

@@ -67,6 +67,59 @@ def test_e2_concise_reaches_95_percent_on_the_digits(tmp_path):
   assert "digits" in record["dataset"]["note"]
 
 
+def test_e2_r_drop_trains_each_version_again_and_compares_test_accuracy_over_seeds(tmp_path, monkeypatch):
+  # The training is the engine's (tests/jaxdrop/training/test_r_drop_fit.py); here, what E2 asks of it and
+  # reports, with each run's per-seed test accuracies made up (no training: seconds).
+  from experiments import e2_d2l_mlp
+
+  asked = []
+
+  def fake_train_run(name, task, init, tx, data, config, record, **kwargs):
+    asked.append((name, task.r_drop_alpha))
+    accs = [0.9, 0.8] if task.r_drop_alpha == 0 else [0.95, 0.8]
+    history = {"epoch": [1], "train_loss": [0.1], "test_loss": [0.2], "train_acc": [0.99], "test_acc": [0.85]}
+    per_seed = [{"name": name, "seed": s, "history": history, "final": {"train_loss": 0.1, "train_acc": 0.99,
+                                                                         "test_loss": 0.2, "test_acc": a}}
+                for s, a in enumerate(accs)]
+    return {"name": name, "history": history, "final": per_seed[0]["final"], "per_seed": per_seed}, []
+
+  monkeypatch.setattr(e2_d2l_mlp, "train_run", fake_train_run)
+  record = run_experiment("e2", tmp_path, dataset="digits", epochs=1, seeds=2, r_drop_alpha=1.0)
+  assert asked == [("scratch", 0.0), ("scratch, R-Drop α=1", 1.0), ("concise", 0.0), ("concise, R-Drop α=1", 1.0)]
+  assert [r["name"] for r in record["runs"]] == [name for name, _ in asked]
+  for version in ("scratch", "concise"):
+    comparison = record["r_drop"][version]
+    assert comparison["without"]["mean"] == pytest.approx(0.85) and comparison["with"]["mean"] == pytest.approx(0.875)
+    assert comparison["difference"]["mean"] == pytest.approx(0.025)  # paired: seed 0 gained 0.05, seed 1 none
+    assert comparison["difference"]["sd"] == pytest.approx(np.std([0.05, 0.0], ddof=1))
+    for s in (comparison["without"], comparison["with"], comparison["difference"]):
+      assert s["n"] == 2 and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+  asked.clear()
+  assert "r_drop" not in run_experiment("e2", tmp_path, dataset="digits", epochs=1, seeds=2)  # off by default
+  assert asked == [("scratch", 0.0), ("concise", 0.0)]
+
+
+def test_e2s_report_shows_r_drops_row_and_intervals_only_when_it_ran():
+  from experiments.e2_d2l_mlp import E2Config, report_section
+
+  assert E2Config().r_drop_alpha == 0.0  # the default run and reproduce train as before
+  summary = lambda m: {"mean": m, "sd": 0.01, "ci95": [m - 0.02, m + 0.02], "ci95_clipped": False, "n": 3}  # noqa: E731
+  run = lambda acc: {"final": {"train_loss": 0.1, "train_acc": 0.99, "test_acc": acc}}  # noqa: E731
+  group = lambda acc: {"runs": [run(acc)] * 3, "test_acc_mean": acc, "test_acc_sd": 0.0, "gap_mean": 0.01,  # noqa: E731
+                       "gap_sd": 0.0, "test_loss_mean": 0.2, "test_loss_sd": 0.0}
+  record = {"epochs": 5, "groups": {"dropout 0.2/0.5": group(0.97), "no dropout": group(0.96)}}
+  assert "R-Drop" not in "\n".join(report_section(record, 3))
+  record["groups"]["dropout 0.2/0.5, R-Drop α=1"] = group(0.975)
+  record["r_drop"] = {"alpha": 1.0, "seeds": 3, "without": summary(0.97), "with": summary(0.975),
+                      "difference": summary(0.005)}
+  text = "\n".join(report_section(record, 3))
+  assert "| dropout 0.2/0.5, R-Drop α=1 | 0.9750 ± 0.0000 |" in text
+  assert "test accuracy 0.9750 (95 % CI 0.9550 to 0.9950) against 0.9700 (95 % CI 0.9500 to 0.9900)" in text
+  assert "seed by seed, 0.0050 (95 % CI -0.0150 to 0.0250) over 3 seeds (the interval contains 0" in text
+  record["r_drop"]["difference"] = {**summary(0.005), "ci95": [0.001, 0.009]}
+  assert "(the interval excludes 0: R-Drop raised test accuracy)" in "\n".join(report_section(record, 3))
+
+
 @pytest.mark.parametrize("name", ["e1", "e2"])
 def test_e1_and_e2_run_offline_on_real_mnist_with_the_source_networks(tmp_path, name):
   options = {"versions": ("concise",)} if name == "e2" else {"log_every": 1000}

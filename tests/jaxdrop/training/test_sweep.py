@@ -107,6 +107,7 @@ def test_a_diverging_point_is_reported_and_the_others_train():
     ({"splits": (np.full((1, 5), 100), np.zeros((1, 5), int))}, r"must lie in 0\.\.99"),
     ({"splits": (np.zeros((1, 5)), np.zeros((1, 5), int))}, "2-D integer array"),
     ({"batch_invariant": True}, "batch_invariant=True is not supported"),
+    ({"average": jaxdrop.ema(0.9)}, "does not take FitOptions.average"),
 ])
 def test_bad_arguments_name_themselves(kwargs, match):
   args = {"hparams": {"rate": [0.1], "decay": [0.0], "lr": [0.1]}, "seeds": [0], **kwargs}
