@@ -6,17 +6,7 @@ probability); Flax layers live in :mod:`jaxdrop.linen` and :mod:`jaxdrop.nnx`.
 
 from jaxdrop import _bits, attention
 from jaxdrop._alpha_dropout import alpha_dropout
-from jaxdrop._averaging import (
-    EmaState,
-    SwaState,
-    averaged_params,
-    cyclic_swa_schedule,
-    ema,
-    ema_decay,
-    swa,
-    swa_lr_schedule,
-    update_bn,
-)
+from jaxdrop._averaging import EmaState, SwaState, averaged_params, ema, ema_decay, swa
 from jaxdrop._concrete_dropout import concrete_dropout, concrete_dropout_regularizer
 from jaxdrop._drop_block import drop_block
 from jaxdrop._drop_connect import drop_connect
@@ -41,6 +31,8 @@ from jaxdrop._penalties import (
 from jaxdrop._r_drop import r_drop_loss, symmetric_kl
 from jaxdrop._schedules import drop_path_rates, early_dropout, late_dropout
 from jaxdrop._spec_augment import frequency_mask, mask_along_axis, time_mask
+from jaxdrop._swa_schedules import cyclic_swa_schedule, swa_lr_schedule
+from jaxdrop._update_bn import update_bn
 from jaxdrop._weight_decay import adam, adamw, add_weight_decay, sgd
 
 __version__ = "0.1.0"

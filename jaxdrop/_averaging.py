@@ -18,22 +18,20 @@ itself is untouched. :func:`averaged_params` reads the average out of an
   (``n_averaged``, ``avg + (p - avg) / (n_averaged + 1)``) of the parameters
   after steps ``start, start + frequency, ...``; with its learning rates
   :func:`swa_lr_schedule` (``SWALR``) or :func:`cyclic_swa_schedule` (the SWA
-  paper's cyclic rate), and :func:`update_bn` to recompute a linen model's
+  paper's cyclic rate, both in ``jaxdrop/_swa_schedules.py``), and
+  :func:`update_bn` (``jaxdrop/_update_bn.py``) to recompute a linen model's
   BatchNorm statistics on the averaged weights.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any, Literal, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.linen import normalization as _normalization
 
 from jaxdrop._checks import check_scalar
 
@@ -41,12 +39,9 @@ __all__ = [
     "EmaState",
     "SwaState",
     "averaged_params",
-    "cyclic_swa_schedule",
     "ema",
     "ema_decay",
     "swa",
-    "swa_lr_schedule",
-    "update_bn",
 ]
 
 
@@ -335,231 +330,3 @@ def averaged_params(opt_state: Any, kind: Literal["ema", "swa"] | None = None) -
                      f" most).")
   state = found[0]
   return state.ema if isinstance(state, EmaState) else state.mean
-
-
-def _anneal(strategy: str, t):
-  return t if strategy == "linear" else (1 - jnp.cos(jnp.pi * t)) / 2
-
-
-def swa_lr_schedule(
-    base: optax.ScalarOrSchedule,
-    swa_lr: float,
-    start: int,
-    anneal_steps: int = 10,
-    anneal_strategy: Literal["cos", "linear"] = "cos",
-    *,
-    every: int = 1,
-) -> optax.Schedule:
-  """``base`` until ``start``, then torch's ``SWALR``: anneal to ``swa_lr`` in ``anneal_steps``, then hold.
-
-  ``SWALR(optimizer, swa_lr, anneal_epochs, anneal_strategy)`` built at step
-  ``start`` (when the rate is ``lr0 = base(start)``), and stepped every
-  ``every`` optimizer steps, sets after its ``k``-th step (``k = (count -
-  start) // every``) ``swa_lr * alpha + lr0 * (1 - alpha)``, ``alpha = f(t)``,
-  ``t = clip(k / max(1, anneal_steps), 0, 1)`` (with ``anneal_steps = 0``,
-  ``k`` is at least 1: ``swa_lr`` at once), ``f(t) = (1 - cos(pi t)) / 2`` for
-  ``"cos"``, ``t`` for ``"linear"``. Torch carries ``lr0`` from step to step
-  (recovering it from the current rate); the closed form here equals it up to
-  rounding. ``every = steps_per_epoch`` with ``start`` at an epoch boundary
-  is torch's per-epoch scheduler.
-
-  Args:
-    base: the learning rate (or schedule) before ``start``.
-    swa_lr: the SWA learning rate (>= 0).
-    start: the step (optax's count) from which ``SWALR`` runs (>= 0).
-    anneal_steps: torch's ``anneal_epochs``, in scheduler steps (>= 0).
-    anneal_strategy: ``"cos"`` or ``"linear"``.
-    every: optimizer steps per scheduler step (>= 1).
-
-  Returns:
-    An optax schedule (``count -> learning rate``).
-
-  Raises:
-    ValueError: if an argument is out of range.
-
-  Example:
-    >>> import jaxdrop
-    >>> lr = jaxdrop.swa_lr_schedule(0.1, 0.02, start=5, anneal_steps=4, anneal_strategy="linear")
-    >>> [round(float(lr(c)), 4) for c in (0, 4, 5, 6, 7, 8, 9, 20)]
-    [0.1, 0.1, 0.1, 0.08, 0.06, 0.04, 0.02, 0.02]
-  """
-  check_scalar(base, name="base", meaning="the learning rate before start", schedule=True)
-  swa_lr = _number(swa_lr, "swa_lr", low=0.0)
-  start = _integer(start, "start", minimum=0)
-  anneal_steps = _integer(anneal_steps, "anneal_steps", minimum=0)
-  every = _integer(every, "every", minimum=1)
-  if anneal_strategy not in ("cos", "linear"):
-    raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got anneal_strategy={anneal_strategy!r}.")
-  rate = base if callable(base) else (lambda count: base)
-
-  def schedule(count):
-    count = jnp.asarray(count)
-    k = (count - start) // every
-    if anneal_steps == 0:
-      k = jnp.maximum(k, 1)
-    t = jnp.clip(k.astype(jnp.float32) / max(1, anneal_steps), 0, 1)
-    alpha = _anneal(anneal_strategy, t)
-    lr0 = jnp.asarray(rate(jnp.asarray(start, count.dtype)), jnp.float32)
-    swa_rate = jnp.float32(swa_lr) * alpha + lr0 * (1 - alpha)
-    return jnp.where(count < start, jnp.asarray(rate(count), jnp.float32), swa_rate)
-
-  return schedule
-
-
-def cyclic_swa_schedule(max_lr: float, min_lr: float, cycle: int) -> optax.Schedule:
-  """The SWA paper's cyclic learning rate (Izmailov et al., 2018, eq. 2): ``max_lr`` down to ``min_lr``.
-
-  Iteration ``i = count + 1`` has rate ``(1 - t) max_lr + t min_lr`` with
-  ``t = (mod(i - 1, cycle) + 1) / cycle``, so the last step of each cycle
-  runs at ``min_lr``: average those, with ``swa(start=cycle,
-  frequency=cycle)``. Prefix a pre-training phase with
-  ``optax.join_schedules`` (and shift ``start`` by its length).
-
-  Args:
-    max_lr: the paper's ``alpha_1`` (>= 0).
-    min_lr: the paper's ``alpha_2`` (>= 0).
-    cycle: the cycle length ``c`` in steps (>= 1).
-
-  Returns:
-    An optax schedule.
-
-  Raises:
-    ValueError: if an argument is out of range.
-
-  Example:
-    >>> import jaxdrop
-    >>> lr = jaxdrop.cyclic_swa_schedule(0.05, 0.01, cycle=4)
-    >>> [round(float(lr(c)), 3) for c in range(6)]
-    [0.04, 0.03, 0.02, 0.01, 0.04, 0.03]
-  """
-  max_lr = _number(max_lr, "max_lr", low=0.0)
-  min_lr = _number(min_lr, "min_lr", low=0.0)
-  cycle = _integer(cycle, "cycle", minimum=1)
-
-  def schedule(count):
-    t = (jnp.asarray(count) % cycle + 1).astype(jnp.float32) / cycle
-    return (1 - t) * jnp.float32(max_lr) + t * jnp.float32(min_lr)
-
-  return schedule
-
-
-def _batch_norm_statistics(model: nn.Module, variables, x, apply_kwargs: dict, unbiased: bool):
-  """``{BatchNorm path: (batch mean, batch variance)}`` of one forward pass of ``model`` on ``x``."""
-  found: dict[tuple[str, ...], tuple[jax.Array, jax.Array]] = {}
-
-  def capture(next_fun, args, kwargs, context):
-    module = context.module
-    batch_norm = isinstance(module, nn.BatchNorm) and context.method_name == "__call__"
-    if batch_norm and not module.is_initializing():
-      y = args[0] if args else kwargs["x"]
-      running = args[1] if len(args) > 1 else kwargs.get("use_running_average")
-      if not nn.merge_param("use_running_average", module.use_running_average, running):
-        # The statistics flax's BatchNorm computes for this batch (the same call as in its __call__).
-        feature_axes = _normalization._canonicalize_axes(y.ndim, module.axis)
-        axes = tuple(i for i in range(y.ndim) if i not in feature_axes)
-        mask = kwargs.get("mask")
-        mean, var = _normalization._compute_stats(
-            y, axes, dtype=module.dtype, axis_name=module.axis_name,
-            axis_index_groups=module.axis_index_groups, use_fast_variance=module.use_fast_variance,
-            mask=mask, force_float32_reductions=module.force_float32_reductions)
-        if unbiased:  # torch's running_var: n / (n - 1) times the biased batch variance
-          n = math.prod(y.shape[a] for a in axes) if mask is None else jnp.sum(
-              jnp.broadcast_to(mask, y.shape), axis=axes)
-          n = jnp.asarray(n, var.dtype)
-          var = var * n / jnp.maximum(n - 1, 1)
-        if module.path in found:
-          raise ValueError(f"update_bn: the BatchNorm at {'/'.join(module.path)} ran twice in one forward"
-                           " pass; torch's update_bn has no meaning for a shared one: average its statistics"
-                           " yourself.")
-        found[module.path] = (mean, var)
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(capture):
-    model.apply(variables, x, mutable=["batch_stats"], **apply_kwargs)
-  return found
-
-
-def update_bn(
-    model: nn.Module,
-    variables: Any,
-    batches: Iterable[Any],
-    *,
-    unbiased: bool = False,
-    **apply_kwargs: Any,
-) -> Any:
-  """Recomputes a linen model's BatchNorm statistics on averaged weights, as torch's ``swa_utils.update_bn``.
-
-  Torch resets every BatchNorm's running statistics, sets its momentum to
-  ``None`` (a cumulative, equal-weight average over batches) and runs the
-  model in training mode over the loader. Here each batch runs once through
-  ``model.apply(variables, x, mutable=["batch_stats"], **apply_kwargs)``
-  (pass what turns training on, e.g. ``train=True``, and any ``rngs``); the
-  statistics of each ``nn.BatchNorm`` that normalizes with batch statistics
-  are those its own ``__call__`` computes (caught by ``nn.intercept_methods``),
-  and the new ``mean`` and ``var`` are their means over the batches, each
-  batch weighted equally (as torch's, whatever the batch size). Differences
-  from torch: flax's batch variance is biased (divided by ``n``) where torch's
-  ``running_var`` averages unbiased ones (``n - 1``); ``unbiased=True`` gives
-  torch's. Each batch's statistics come from one jitted forward pass (one
-  compile per batch shape).
-
-  Args:
-    model: the flax.linen module.
-    variables: its variables (``{"params": averaged params, "batch_stats": ...}``);
-      left untouched.
-    batches: an iterable of inputs, or of tuples/lists whose first element is
-      the input (torch's convention).
-    unbiased: average unbiased batch variances (torch's ``running_var``).
-    **apply_kwargs: more arguments of ``model.apply`` (e.g. ``train=True``, ``rngs=...``).
-
-  Returns:
-    ``variables`` with new ``batch_stats`` for every BatchNorm that ran in
-    training mode (the others keep theirs).
-
-  Raises:
-    ValueError: if ``batches`` is empty, or no BatchNorm computed batch statistics.
-
-  Example:
-    >>> import flax.linen as nn, jax, jax.numpy as jnp, jaxdrop
-    >>> model = nn.BatchNorm(use_running_average=False)
-    >>> variables = model.init(jax.random.key(0), jnp.zeros((2, 1)))
-    >>> batches = [jnp.array([[0.0], [2.0]]), jnp.array([[4.0], [8.0]])]
-    >>> stats = jaxdrop.update_bn(model, variables, batches)["batch_stats"]
-    >>> stats["mean"].tolist(), stats["var"].tolist()  # means 1 and 6, variances 1 and 4
-    ([3.5], [2.5])
-  """
-  totals: dict[tuple[str, ...], list] = {}
-  count = 0
-  statistics = jax.jit(lambda v, x: _batch_norm_statistics(model, v, x, apply_kwargs, unbiased))
-  for batch in batches:
-    x = batch[0] if isinstance(batch, (list, tuple)) else batch
-    stats = statistics(variables, x)
-    if count and stats.keys() != totals.keys():
-      raise ValueError(f"update_bn: batch {count} ran other BatchNorm layers than the first batch: give every"
-                       " batch the same structure.")
-    for path, (mean, var) in stats.items():
-      sums = totals.setdefault(path, [jnp.zeros_like(mean), jnp.zeros_like(var)])
-      sums[0], sums[1] = sums[0] + mean, sums[1] + var
-    count += 1
-  if count == 0:
-    raise ValueError("update_bn: batches is empty: pass at least one batch of inputs.")
-  if not totals:
-    raise ValueError("update_bn: no BatchNorm computed batch statistics: pass the apply argument that turns"
-                     " training on (e.g. train=True), or the model has no nn.BatchNorm.")
-  out = dict(variables)  # a new top-level container; the other collections keep their leaves
-  stats = _unfreeze(out.get("batch_stats", {}))
-  for path, (mean_sum, var_sum) in totals.items():
-    node = stats
-    for name in path:
-      node = node.setdefault(name, {})
-    node["mean"] = (mean_sum / count).astype(node["mean"].dtype if "mean" in node else mean_sum.dtype)
-    node["var"] = (var_sum / count).astype(node["var"].dtype if "var" in node else var_sum.dtype)
-  out["batch_stats"] = stats
-  return out
-
-
-def _unfreeze(tree):
-  """Nested dicts (new containers) of a dict or FrozenDict tree, the leaves shared."""
-  if not hasattr(tree, "items"):
-    return tree
-  return {k: _unfreeze(v) for k, v in tree.items()}
