@@ -19,8 +19,9 @@ the median kept. Sections:
    into a scan) against the plain-flax models in a jitted step loop and
    PyTorch eager.
 4. ``memory``: compiled temporary memory of E2's and E4's train steps with
-   jaxdrop dropout (key-only residual), with the same masks under plain
-   autodiff (which saves them when it must), with
+   jaxdrop dropout (its residual the seed, or on CPU the mask packed to a bit
+   an element), with the same masks under plain autodiff (which saves them
+   when it must), with
    ``flax.linen.Dropout``, and without dropout; and of 12 and 24 dropout
    layers under ``nn.scan``, where the residuals of every layer are kept.
 6. ``attention``: a train step of ``flax.linen.MultiHeadDotProductAttention``
@@ -286,7 +287,7 @@ class _StoredMaskDropout(nn.Module):
 
 
 DROPOUT_LAYERS = {
-    "jaxdrop (key-only residual)": lambda rate: jdl.Dropout(rate),
+    "jaxdrop (seed or packed mask)": lambda rate: jdl.Dropout(rate),
     "jaxdrop masks, plain autodiff": _StoredMaskDropout,
     "flax.linen.Dropout": lambda rate: nn.Dropout(rate),
     "no dropout": None,

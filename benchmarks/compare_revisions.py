@@ -4,9 +4,13 @@ The machine may be shared and noisy, so a before/after comparison is only fair
 within one process: this script copies ``jaxdrop/`` as it was at REV into a
 temporary package (``jaxdrop_at_rev``), then times forward and forward+backward
 dropout of both, round by round, and prints the medians and their ratio. It
-also checks that both give bitwise the same values.
+also checks that both give bitwise the same values. ``--steps`` adds train
+steps: a jitted SGD step (``value_and_grad`` and the update) of E2's MLP
+(784-256-256-10, dropout 0.2 and 0.5 after the hidden layers) at batch 256
+and 1024, with each revision's ``dropout`` and without dropout, and dropout's
+overhead over the step without it.
 
-Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M]
+Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps]
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def main(argv=None) -> int:
   parser.add_argument("rev", help="the git revision to compare with, e.g. HEAD~1 or a commit")
   parser.add_argument("--reps", type=int, default=20, help="timed rounds (default 20)")
   parser.add_argument("--sizes", nargs="+", default=["1M", "4M", "16M"], help="elements (default 1M 4M 16M)")
+  parser.add_argument("--steps", action="store_true", help="also E2's MLP train steps at batch 256 and 1024")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as tmp:
     old = package_at(args.rev, Path(tmp))
@@ -76,7 +81,52 @@ def main(argv=None) -> int:
         for kind in ("forward", "forward+backward"):
           this, rev = medians[(variant, kind, "this")] * 1e3, medians[(variant, kind, "rev")] * 1e3
           print(f"| {label} | {variant} | {kind} | {this:.2f} | {rev:.2f} | {this / rev:.2f} | {same[variant]} |")
+    if args.steps:
+      compare_steps(old, args.reps)
   return 0
+
+
+def mlp_step(dropout):
+  """E2's MLP SGD step ``(params, key, x, y) -> (params, loss)``, jitted; ``dropout=None``: no dropout."""
+  def loss(params, key, x, y):
+    keys = jax.random.split(key)
+    h = x
+    for i, (w, b) in enumerate(params):
+      h = h @ w + b
+      if i < len(params) - 1:
+        h = jax.nn.relu(h)
+        if dropout is not None:
+          h = dropout(keys[i], h, (0.2, 0.5)[i])
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), y[:, None], axis=1))
+
+  def step(params, key, x, y):
+    value, grads = jax.value_and_grad(loss)(params, key, x, y)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads), value
+
+  return jax.jit(step)
+
+
+def compare_steps(old, reps: int) -> None:
+  """Prints E2's MLP step with this checkout's and ``old``'s dropout and without dropout, interleaved."""
+  sizes = (784, 256, 256, 10)
+  keys = jax.random.split(jax.random.key(1), len(sizes))
+  params = [(jax.random.normal(k, (a, b)) * 0.05, jnp.zeros(b)) for k, a, b in zip(keys, sizes, sizes[1:])]
+  steps = {"this": mlp_step(jaxdrop.dropout), "rev": mlp_step(old.dropout), "none": mlp_step(None)}
+  print()
+  print("| E2 MLP batch | this ms | at rev ms | no dropout ms | this overhead | rev overhead | same values |")
+  print("|---|---|---|---|---|---|---|")
+  key = jax.random.key(2)
+  for batch in (256, 1024):
+    x = jax.random.normal(jax.random.key(3), (batch, 784))
+    y = jax.random.randint(jax.random.key(4), (batch,), 0, 10)
+    fns = {name: (lambda f=f: jax.block_until_ready(f(params, key, x, y))) for name, f in steps.items()}
+    with jax.debug_key_reuse(False):
+      this_out, rev_out = steps["this"](params, key, x, y), steps["rev"](params, key, x, y)
+      same = all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(this_out), jax.tree.leaves(rev_out)))
+      medians = interleaved_medians(fns, reps)
+    ms = {name: value * 1e3 for name, value in medians.items()}
+    print(f"| {batch} | {ms['this']:.3f} | {ms['rev']:.3f} | {ms['none']:.3f} | {ms['this'] / ms['none'] - 1:+.1%}"
+          f" | {ms['rev'] / ms['none'] - 1:+.1%} | {same} |")
 
 
 if __name__ == "__main__":

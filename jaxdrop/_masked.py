@@ -2,56 +2,71 @@
 the dropout on checked arguments that the variants share (:func:`masked_dropout`), and the one place where
 a probability becomes a lane threshold (:func:`lane_threshold`, :func:`keep_for`).
 
-Differentiation keeps the mask generator's seed (8 bytes), the threshold and
-the scale as the only residuals, and regenerates the mask in the backward pass,
-so no mask is stored between the forward and backward passes. The kernel is a
-``jax.custom_jvp``:
+Under differentiation the residual of the backward pass is the mask
+generator's seed (8 bytes), the threshold and the scale; on XLA:CPU, when the
+mask can be packed (:func:`jaxdrop._packed_mask.packable`: a multiple of
+``8 * (32 // bits)`` elements, one device), it is the mask packed to one bit an
+element instead (``n / 8`` bytes, 1/32 of a float32 activation). The mask itself
+is never stored. The kernel is a ``jax.custom_jvp``:
 
 * its primal rule (no differentiation) is the fast forward pass, with the
   random words materialized on CPU;
-* its JVP rule returns the primal (hashing the words inside the fusion) and the
-  tangent ``where(mask, t, 0) * scale``, linear in ``t``, computed by a function
-  of ``(seed, threshold, scale, t)`` that is rematerialized (``jax.checkpoint``,
-  saving nothing) and is itself one ``custom_jvp`` call (its own tangent). Under
+* its JVP rule returns the primal and the tangent ``where(mask, t, 0) * scale``,
+  linear in ``t``, computed by a function of ``(seed, threshold, scale, t)``
+  (and of the packed mask) that is rematerialized (``jax.checkpoint``, saving
+  nothing) and is itself one ``custom_jvp`` call (its own tangent). Under
   ``jax.linearize``, ``jax.vjp`` and ``jax.grad``, partial evaluation therefore
   cannot hoist the mask out of it into the forward pass: the residuals are its
-  scalar inputs, and the transpose ``where(mask, g * scale, 0)`` regenerates the
-  mask from the seed, also under an enclosing ``jax.checkpoint`` whatever its
-  policy.
+  inputs, and the transpose ``where(mask, g * scale, 0)`` regenerates the mask
+  from the seed (or unpacks it), also under an enclosing ``jax.checkpoint``
+  whatever its policy.
+
+Where the mask is packed, the choice is made at lowering
+(``lax.platform_dependent``): on XLA:CPU the forward pass hashes each word
+once into the packed bits and the backward pass unpacks them, so it hashes
+nothing (on CPU the hash is most of dropout's cost; docs/benchmarks.md gives
+the train steps before and after). On every other platform the forward pass hashes inside its
+fusion and the backward pass regenerates the mask from the seed, as before; the
+packed operand is then a placeholder of zeros (``n / 8`` bytes) that nothing
+reads.
 
 For a finite scale the gradient is bitwise the one of differentiating the
 stored-mask version (:func:`masked_affine_stored`, kept for tests and
 benchmarks); for the NaN scale of an invalid traced rate it is NaN on the kept
 elements and 0 on the dropped ones, as before (plain autodiff of the stored-mask
-version gives NaN everywhere). The compiled programs (forward, and forward and
-backward) are, operation for operation, those of the ``custom_vjp`` that this
-kernel replaced. Every mode of differentiation works: ``jax.jvp``,
-``jax.linearize``, ``jax.vjp``/``jax.grad``, ``jax.jacfwd``, ``jax.jacrev``,
-``jax.hessian``, also through ``jax.jit`` (before or after the transformation),
-``jax.checkpoint``, ``lax.scan``, ``lax.cond`` and ``jax.vmap``. The kernel is not
+version gives NaN everywhere). Where the mask is not packed, the compiled
+programs (forward, and forward and backward) are, operation for operation,
+those of the ``custom_vjp`` that this kernel replaced. Every mode of
+differentiation works: ``jax.jvp``, ``jax.linearize``, ``jax.vjp``/``jax.grad``,
+``jax.jacfwd``, ``jax.jacrev``, ``jax.hessian``, also through ``jax.jit`` (before
+or after the transformation), ``jax.checkpoint``, ``lax.scan``, ``lax.cond`` and
+``jax.vmap``. The kernel is not
 differentiable with respect to ``scale``, ``shift`` or ``fill`` (their tangents
 are ignored: a traced rate gets a zero gradient). Concrete dropout, whose rate
 is differentiable, follows the same design (``jaxdrop._concrete_dropout``).
 
 Memory: outside differentiation the random words are materialized on CPU
-(faster, a transient ``bits / 8`` bytes per element); under differentiation
-both passes hash them inside their fusions, so a train step needs no buffer
-for dropout beyond what the same step without dropout needs.
+(faster, a transient ``bits / 8`` bytes per element); under differentiation a
+train step needs, for dropout, the packed mask (on CPU) or nothing beyond what
+the same step without dropout needs.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxdrop import _bits, _checks
 from jaxdrop._bits import bernoulli_lanes
 from jaxdrop._checks import compute_dtype
+from jaxdrop._packed_mask import pack_mask, packable, unpack_mask
 
 __all__ = [
     "Mode",
@@ -103,10 +118,28 @@ def _masked_affine(seed, x, threshold, scale, shift, fill, mask_shape, bits):
 @_masked_affine.defjvp
 def _masked_affine_jvp(mask_shape, bits, primals, tangents):
   seed, x, threshold, scale, shift, fill = primals
-  y = masked_affine_stored(
+  hashed = lambda: masked_affine_stored(
       seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits, materialize=False
   )
-  return y, _masked_tangent(seed, threshold, scale, tangents[1], mask_shape, bits)
+  if not packable(mask_shape, bits):
+    return hashed(), _masked_tangent(seed, threshold, scale, tangents[1], mask_shape, bits)
+  # XLA:CPU: the mask packed to one bit per element is the residual (see jaxdrop._packed_mask); elsewhere
+  # the seed alone is, and the packed operand is a placeholder of zeros that nothing reads.
+  size = math.prod(mask_shape) // 8
+  packed = lax.platform_dependent(cpu=lambda: pack_mask(seed, mask_shape, threshold, bits),
+                                  default=lambda: jnp.zeros((size,), jnp.uint8))
+  y = lax.platform_dependent(
+      cpu=lambda: _select(unpack_mask(packed, mask_shape), x, scale, shift, fill), default=hashed)
+  return y, _packed_tangent(seed, packed, threshold, scale, tangents[1], mask_shape, bits)
+
+
+@functools.partial(jax.checkpoint, static_argnums=(5, 6), prevent_cse=False,
+                   policy=jax.checkpoint_policies.nothing_saveable)
+def _packed_tangent(seed, packed, threshold, scale, t, mask_shape, bits):
+  """:func:`_masked_tangent` with the packed mask as well: unpacked on XLA:CPU, regenerated elsewhere."""
+  return lax.platform_dependent(
+      cpu=lambda: _packed_linear(packed, scale, t, mask_shape),
+      default=lambda: _masked_linear(seed, threshold, scale, t, mask_shape, bits))
 
 
 @functools.partial(jax.checkpoint, static_argnums=(4, 5), prevent_cse=False,
@@ -136,6 +169,19 @@ def _masked_linear_jvp(mask_shape, bits, primals, tangents):
   seed, threshold, scale, t = primals
   return (_masked_linear(seed, threshold, scale, t, mask_shape, bits),
           _masked_linear(seed, threshold, scale, tangents[3], mask_shape, bits))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _packed_linear(packed, scale, t, mask_shape):
+  """:func:`_masked_linear` with the mask unpacked from ``packed`` (its own tangent, as that one)."""
+  mask = unpack_mask(packed, mask_shape)
+  return _affine(jnp.where(jnp.broadcast_to(mask, t.shape), t, jnp.zeros((), t.dtype)), scale, None)
+
+
+@_packed_linear.defjvp
+def _packed_linear_jvp(mask_shape, primals, tangents):
+  packed, scale, t = primals
+  return _packed_linear(packed, scale, t, mask_shape), _packed_linear(packed, scale, tangents[2], mask_shape)
 
 
 def masked_affine(seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits):

@@ -46,7 +46,7 @@ BLOCKWISE_ABOVE = 16 * 2**20
 #: The default query rows of a tile of the blockwise path (``block_q=None``).
 DEFAULT_BLOCK_Q = 512
 #: The default keys of a tile of the blockwise path (``block_k=None``).
-DEFAULT_BLOCK_K = 512
+DEFAULT_BLOCK_K = 256
 
 
 def dot_product_attention(
