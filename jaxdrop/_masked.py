@@ -25,10 +25,11 @@ Where the mask is packed, the choice is made at lowering
 (``lax.platform_dependent``): on XLA:CPU the forward pass hashes each word
 once into the packed bits and the backward pass unpacks them, so it hashes
 nothing (on CPU the hash is most of dropout's cost; docs/benchmarks.md gives
-the train steps before and after). On every other platform the forward pass hashes inside its
-fusion and the backward pass regenerates the mask from the seed, as before; the
-packed operand is then a placeholder of zeros (``n / 8`` bytes) that nothing
-reads.
+the train steps before and after). On every other platform the forward pass
+hashes inside its fusion and the backward pass regenerates the mask from the
+seed, as before. Lowered for one platform, the other branch is gone: a program
+for CUDA holds no 8-bit array. A program exported for several platforms keeps,
+on the others, a placeholder of zeros (``n / 8`` bytes) that nothing reads.
 
 For a finite scale the gradient is bitwise the one of differentiating the
 stored-mask version (:func:`masked_affine_stored`, kept for tests and
@@ -124,7 +125,7 @@ def _masked_affine_jvp(mask_shape, bits, primals, tangents):
   if not packable(mask_shape, bits):
     return hashed(), _masked_tangent(seed, threshold, scale, tangents[1], mask_shape, bits)
   # XLA:CPU: the mask packed to one bit per element is the residual (see jaxdrop._packed_mask); elsewhere
-  # the seed alone is, and the packed operand is a placeholder of zeros that nothing reads.
+  # the seed alone is (the zeros are removed when lowering for one platform).
   size = math.prod(mask_shape) // 8
   packed = lax.platform_dependent(cpu=lambda: pack_mask(seed, mask_shape, threshold, bits),
                                   default=lambda: jnp.zeros((size,), jnp.uint8))

@@ -103,7 +103,8 @@ def test_vmap_scan_and_hessian_keep_the_stored_mask_formula():
   with jax.debug_key_reuse(False):
     xs = jax.random.normal(key(6), (3, 16, 32))
     keys = jax.random.split(key(7), 3)
-    per_example = lambda k, x: jax.grad(lambda v: jnp.sum(jaxdrop.dropout(k, v, 0.4) * xs[2]))(x)  # one rounding
+    # one rounding (where(mask, w * scale, 0)), the same in every program
+    per_example = lambda k, x: jax.grad(lambda v: jnp.sum(jaxdrop.dropout(k, v, 0.4) * xs[2]))(x)
     vmapped = jax.jit(jax.vmap(per_example))(keys, xs)
     for i in range(3):
       assert_trees_equal(vmapped[i], per_example(keys[i], xs[i]))
@@ -114,10 +115,23 @@ def test_vmap_scan_and_hessian_keep_the_stored_mask_formula():
 
     scanned = jax.grad(lambda x: jax.lax.scan(body, 0.0, (keys, x))[0])(xs)
     for i in range(3):
-      assert_trees_equal(scanned[i], jax.grad(lambda v: jnp.sum(jaxdrop.dropout(keys[i], v, 0.4) ** 2))(xs[i]))
+      alone = jax.grad(lambda v: jnp.sum(jaxdrop.dropout(keys[i], v, 0.4) ** 2))(xs[i])
+      assert_trees_equal(scanned[i], alone)
     small = xs[0, :1]  # 32 elements: packable
     hessian = jax.hessian(lambda v: jnp.sum(jaxdrop.dropout(keys[0], v, 0.4) ** 2))(small)
     kept = np.asarray(jaxdrop.dropout(keys[0], small, 0.4) != 0).reshape(-1)
     scale = 1 / 0.6
     expected = np.diag(np.where(kept, 2 * np.float32(scale) * np.float32(scale), 0.0)).reshape(hessian.shape)
     np.testing.assert_allclose(np.asarray(hessian), expected, rtol=1e-6)
+
+
+def test_the_packed_gradient_exports_for_every_platform_and_runs_the_cpu_branch():
+  x = jax.random.normal(key(8), (64, 32))
+  grad = jax.jit(jax.grad(lambda v, k: jnp.sum(jaxdrop.dropout(k, v, 0.3) * x)))
+  exported = jax.export.export(grad, platforms=("cpu", "cuda", "tpu"))(x, key(9))
+  assert exported.platforms == ("cpu", "cuda", "tpu")
+  with jax.debug_key_reuse(False):
+    assert_trees_equal(exported.call(x, key(9)), grad(x, key(9)))  # one rounding: where(mask, x * scale, 0)
+  accelerators = jax.export.export(grad, platforms=("cuda",))(x, key(9)).mlir_module()
+  # lowered for CUDA alone, nothing is packed and no placeholder is left: no 8-bit array at all
+  assert "stablehlo.reduce" not in accelerators and "ui8" not in accelerators
