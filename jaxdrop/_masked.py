@@ -6,8 +6,8 @@ Under differentiation the residual of the backward pass is the mask
 generator's seed (8 bytes), the threshold and the scale; on XLA:CPU, when the
 mask can be packed (:func:`jaxdrop._packed_mask.packable`: a multiple of
 ``8 * (32 // bits)`` elements, one device), it is the mask packed to one bit an
-element instead (``n / 8`` bytes, 1/32 of a float32 activation). The mask itself
-is never stored. The kernel is a ``jax.custom_jvp``:
+element instead (``n / 8`` bytes, 1/32 of a float32 activation). The mask is
+never stored unpacked. The kernel is a ``jax.custom_jvp``:
 
 * its primal rule (no differentiation) is the fast forward pass, with the
   random words materialized on CPU;
