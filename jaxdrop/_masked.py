@@ -123,7 +123,7 @@ def _masked_affine_jvp(mask_shape, bits, primals, tangents):
       seed, x, threshold, scale, shift, fill, mask_shape=mask_shape, bits=bits, materialize=False
   )
   if not packable(mask_shape, bits):
-    return hashed(), _masked_tangent(seed, threshold, scale, tangents[1], mask_shape, bits)
+    return hashed(), _masked_tangent(seed, None, threshold, scale, tangents[1], mask_shape, bits)
   # XLA:CPU: the mask packed to one bit per element is the residual (see jaxdrop._packed_mask); elsewhere
   # the seed alone is (the zeros are removed when lowering for one platform).
   size = math.prod(mask_shape) // 8
@@ -131,27 +131,28 @@ def _masked_affine_jvp(mask_shape, bits, primals, tangents):
                                   default=lambda: jnp.zeros((size,), jnp.uint8))
   y = lax.platform_dependent(
       cpu=lambda: _select(unpack_mask(packed, mask_shape), x, scale, shift, fill), default=hashed)
-  return y, _packed_tangent(seed, packed, threshold, scale, tangents[1], mask_shape, bits)
+  return y, _masked_tangent(seed, packed, threshold, scale, tangents[1], mask_shape, bits)
 
 
 @functools.partial(jax.checkpoint, static_argnums=(5, 6), prevent_cse=False,
                    policy=jax.checkpoint_policies.nothing_saveable)
-def _packed_tangent(seed, packed, threshold, scale, t, mask_shape, bits):
-  """:func:`_masked_tangent` with the packed mask as well: unpacked on XLA:CPU, regenerated elsewhere."""
+def _masked_tangent(seed, packed, threshold, scale, t, mask_shape, bits):
+  """The kernel's tangent, rematerialized: linearization keeps its inputs, never the unpacked mask.
+
+  ``packed`` is ``None`` (the mask is regenerated from ``(seed, threshold)``) or the packed mask, unpacked
+  on XLA:CPU and regenerated elsewhere. (``prevent_cse=False``: the compiled programs stay those of the
+  ``custom_vjp`` this replaced, which had no barrier either.)
+  """
+  if packed is None:
+    return _masked_linear(seed, threshold, scale, t, mask_shape, bits)
   return lax.platform_dependent(
       cpu=lambda: _packed_linear(packed, scale, t, mask_shape),
       default=lambda: _masked_linear(seed, threshold, scale, t, mask_shape, bits))
 
 
-@functools.partial(jax.checkpoint, static_argnums=(4, 5), prevent_cse=False,
-                   policy=jax.checkpoint_policies.nothing_saveable)
-def _masked_tangent(seed, threshold, scale, t, mask_shape, bits):
-  """The kernel's tangent, rematerialized: linearization keeps ``(seed, threshold, scale)``, not the mask.
-
-  (``prevent_cse=False``: the compiled programs stay those of the ``custom_vjp`` this replaced, which had no
-  barrier either.)
-  """
-  return _masked_linear(seed, threshold, scale, t, mask_shape, bits)
+def _scaled_where(mask, t, scale):
+  """``where(mask, t, 0) * scale``, the linear map of both tangents below."""
+  return _affine(jnp.where(jnp.broadcast_to(mask, t.shape), t, jnp.zeros((), t.dtype)), scale, None)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
@@ -161,8 +162,7 @@ def _masked_linear(seed, threshold, scale, t, mask_shape, bits):
   A ``custom_jvp`` (whose tangent is itself), so that partial evaluation, which stages a ``custom_jvp`` call
   with unknown inputs whole, never splits it, whatever an enclosing ``jax.checkpoint``'s policy saves.
   """
-  mask = bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=False)
-  return _affine(jnp.where(jnp.broadcast_to(mask, t.shape), t, jnp.zeros((), t.dtype)), scale, None)
+  return _scaled_where(bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=False), t, scale)
 
 
 @_masked_linear.defjvp
@@ -175,8 +175,7 @@ def _masked_linear_jvp(mask_shape, bits, primals, tangents):
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
 def _packed_linear(packed, scale, t, mask_shape):
   """:func:`_masked_linear` with the mask unpacked from ``packed`` (its own tangent, as that one)."""
-  mask = unpack_mask(packed, mask_shape)
-  return _affine(jnp.where(jnp.broadcast_to(mask, t.shape), t, jnp.zeros((), t.dtype)), scale, None)
+  return _scaled_where(unpack_mask(packed, mask_shape), t, scale)
 
 
 @_packed_linear.defjvp
