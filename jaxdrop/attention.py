@@ -31,7 +31,8 @@ from flax.nnx.nn.attention import dot_product_attention_weights as nnx_attention
 from jax import export
 
 from jaxdrop import _bits, _checks, _flash
-from jaxdrop._masked import dropout_terms, keep_for, seeded_dropout
+from jaxdrop._drop_key import drop_key_bias, drop_key_rates, drop_key_terms
+from jaxdrop._masked import dropout_terms, seeded_dropout
 
 __all__ = ["BLOCKWISE_ABOVE", "DEFAULT_BLOCK_K", "DEFAULT_BLOCK_Q", "Implementation", "choose_implementation",
            "dot_product_attention", "drop_key_rates"]
@@ -207,7 +208,7 @@ def dot_product_attention(
   seed, key_seed = _seeds(active, dropout_rng, drop_key_rate, drop_key_rng, key_off, mask_bits)
   drop_key = nan = None
   if key_seed is not None:
-    drop_key, nan = _drop_key_terms(key_seed, drop_key_rate, mask_bits)
+    drop_key, nan = drop_key_terms(key_seed, drop_key_rate, mask_bits)
   if chosen == "blockwise":
     block_q = _check_block(block_q, DEFAULT_BLOCK_Q, "block_q")
     block_k = _check_block(block_k, DEFAULT_BLOCK_K, "block_k")
@@ -223,49 +224,11 @@ def dot_product_attention(
   else:
     kept = None
     if drop_key is not None:
-      bias, kept = _drop_key_bias(query, key, bias, drop_key, broadcast_dropout, mask_bits)
+      bias, kept = drop_key_bias(query, key, bias, drop_key, broadcast_dropout, mask_bits)
     out = _reference(query, key, value, bias, mask, lengths, broadcast_dropout, seed, dropout_rate, precision,
                      module, force_fp32_for_softmax, einsum_dot_general, qk_attn_weights_einsum,
                      attn_weights_value_einsum, is_causal, mask_bits, kept)
   return out if nan is None else out + nan.astype(out.dtype)  # NaN for an invalid traced DropKey rate
-
-
-def drop_key_rates(max_rate: float, depth: int, *, end: float = 0.0) -> tuple[float, ...]:
-  """Per-layer DropKey rates falling linearly from ``max_rate`` to ``end``: the paper's decreasing schedule.
-
-  DropKey (Li et al., CVPR 2023) drops more keys in the shallow self-attention
-  layers than in the deep ones, against over-fitting to low-level patterns
-  while keeping the high-level semantics. As we read the paper's decreasing
-  schedule, the rate falls linearly with depth: layer ``i`` of ``depth`` gets
-  ``max_rate + (end - max_rate) * i / (depth - 1)``, from ``max_rate`` at the
-  first layer to ``end`` (0 by default) at the last. It is
-  :func:`jaxdrop.drop_path_rates` (which rises) reversed.
-
-  Args:
-    max_rate: the DropKey rate of the first layer (a drop probability).
-    depth: the number of attention layers.
-    end: the rate of the last layer.
-
-  Returns:
-    ``depth`` Python floats, one ``drop_key_rate`` per layer (pass ``jnp.asarray(...)`` to an ``nn.scan``
-    stack as a scanned input, and each layer's ``drop_key_rate=`` at call time).
-
-  Raises:
-    ValueError: if a rate is outside ``[0, 1]`` or ``depth`` is not a positive integer.
-
-  Example:
-    >>> from jaxdrop.attention import drop_key_rates
-    >>> [round(r, 6) for r in drop_key_rates(0.1, 5)]
-    [0.1, 0.075, 0.05, 0.025, 0.0]
-  """
-  max_rate = _checks.check_rate(max_rate, name="max_rate")
-  end = _checks.check_rate(end, name="end")
-  if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-    raise ValueError(f"depth must be a positive integer (the number of attention layers), got"
-                     f" depth={depth!r}.")
-  if depth == 1:
-    return (max_rate,)
-  return tuple(max_rate + (end - max_rate) * i / (depth - 1) for i in range(depth))
 
 
 _FN = "jaxdrop.attention.dot_product_attention"
@@ -295,33 +258,6 @@ def _seeds(active: bool, dropout_rng, drop_key_rate, drop_key_rng, key_off: bool
     rng, own = jax.random.split(rng)
     key_seed = _bits.derive_seed(own)
   return _bits.derive_seed(rng), key_seed
-
-
-def _drop_key_terms(seed: jax.Array, rate, mask_bits: int) -> tuple[_flash.DropKey, jax.Array | None]:
-  """DropKey's seed and lane threshold (a kept logit's lane is below it), and, for a traced rate, the offset
-  of the output (0, NaN for a rate outside ``[0, 1]``)."""
-  rate = _checks.check_rate(rate, name="drop_key_rate")
-  keep = keep_for(rate, mask_bits)
-  nan = None if isinstance(keep.valid, bool) else jnp.where(keep.valid, 0.0, jnp.nan).astype(jnp.float32)
-  return _flash.DropKey(seed, jnp.asarray(keep.threshold, jnp.uint32)), nan
-
-
-def _drop_key_bias(query, key, bias, drop_key: _flash.DropKey, broadcast_dropout: bool, mask_bits: int):
-  """The reference path's DropKey: the bias plus ``min / 2`` on the dropped logits, and the keep mask.
-
-  The bias is finite, so that no row is all ``-inf``, and a constant added to the logits, so that the backward
-  pass keeps nothing of it; the keep mask only decides which rows have a kept key (the others are zeros, of
-  shape ``[..., q_length, 1]``). Each dropped weight is ``exp(min / 2 - max) = 0`` exactly: the softmax over
-  the kept logits.
-  """
-  batch, heads = query.shape[:-3], query.shape[-2]
-  lq, lk = query.shape[-3], key.shape[-3]
-  shape = ((1,) * (len(batch) + 1) + (lq, lk)) if broadcast_dropout else (*batch, heads, lq, lk)
-  keep = _bits.bernoulli_lanes(drop_key.seed, shape, drop_key.threshold, mask_bits)
-  dtype = query.dtype if bias is None else jnp.asarray(bias).dtype
-  dropped = jnp.where(keep, jnp.zeros((), dtype), jnp.asarray(jnp.finfo(dtype).min / 2, dtype))
-  bias = dropped if bias is None else jnp.asarray(bias) + dropped
-  return bias, keep
 
 
 def choose_implementation(
