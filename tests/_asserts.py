@@ -80,3 +80,9 @@ def assert_close_ulp(actual, expected, ulp=4, *, scale=None, dtype=None):
 def assert_same_mask(actual, expected, pattern=lambda v: v == 0):
   """The same zero pattern (or ``pattern``), exactly: masks stay exact when values take a tolerance."""
   np.testing.assert_array_equal(pattern(np.asarray(actual)), pattern(np.asarray(expected)))
+
+
+def vjp_residuals(f, x):
+  """The shapes and dtypes (``ShapeDtypeStruct`` leaves) that reverse mode keeps between ``f``'s forward and
+  backward passes."""
+  return jax.tree.leaves(jax.eval_shape(lambda x: jax.vjp(f, x)[1], x))

@@ -11,6 +11,7 @@ from jax import lax
 import jaxdrop
 from jaxdrop import _alpha_dropout, _bits, _concrete_dropout, _masked, attention
 from jaxdrop._masked import masked_affine_stored
+from tests._asserts import vjp_residuals
 
 
 def key(seed=3):
@@ -196,11 +197,6 @@ def test_the_rate_of_dropout_gets_no_tangent_and_the_rate_of_concrete_dropout_do
   assert float(second) != 0
 
 
-def residuals(f, x):
-  """The shapes and dtypes that reverse mode keeps between the forward and the backward pass."""
-  return jax.tree.leaves(jax.eval_shape(lambda x: jax.vjp(f, x)[1], x))
-
-
 # The masks that are packed: X's 120 elements with 32-bit lanes (attention dropout keeps its seed alone).
 PACKED = {"dropout 32-bit classic": [(120 // 8,)]}
 
@@ -211,7 +207,7 @@ def test_reverse_mode_keeps_the_seed_not_the_mask(name, policy):
   f = fixed_key(name)
   if policy != "default":  # an enclosing checkpoint's policy cannot make the kernel store its mask either
     f = jax.checkpoint(f, policy=getattr(jax.checkpoint_policies, policy))
-  kept = residuals(f, X)
+  kept = vjp_residuals(f, X)
   # on XLA:CPU a mask of a multiple of 8 * (32 // bits) elements is kept packed, one bit an element
   packed = [r.shape for r in kept if r.dtype == jnp.uint8]
   assert packed == PACKED.get(name, [])

@@ -16,7 +16,7 @@ import jaxdrop
 from jaxdrop import _bits
 from jaxdrop._masked import dropout_terms, masked_affine_stored
 from jaxdrop._packed_mask import pack_mask, packable, unpack_mask
-from tests._asserts import assert_trees_equal
+from tests._asserts import assert_trees_equal, vjp_residuals
 
 SEED = jnp.array([3, 7], jnp.uint32)
 THRESHOLDS = {8: 200, 16: 40_000, 32: 3_000_000_000}
@@ -67,20 +67,16 @@ def test_gradients_are_the_stored_mask_formula_bitwise(shape, bits):
   assert_trees_equal(tangent, expected)  # both where(mask, weight * scale, 0)
 
 
-def residuals(f, x):
-  return jax.tree.leaves(jax.eval_shape(lambda x: jax.vjp(f, x)[1], x))
-
-
 def test_the_residual_is_the_packed_mask_or_the_seed():
   x = jnp.ones((256, 256))
-  kept = residuals(lambda v: jaxdrop.dropout(key(3), v, 0.5), x)
+  kept = vjp_residuals(lambda v: jaxdrop.dropout(key(3), v, 0.5), x)
   arrays = [r for r in kept if r.size > 1]
   assert sorted((r.shape, r.dtype) for r in arrays) == sorted([((2,), jnp.uint32), ((8192,), jnp.uint8)])
   assert sum(r.size * r.dtype.itemsize for r in kept) < 8192 + 64  # 1/32 of the float32 activation
-  odd = residuals(lambda v: jaxdrop.dropout(key(3), v, 0.5), jnp.ones((255, 3)))
+  odd = vjp_residuals(lambda v: jaxdrop.dropout(key(3), v, 0.5), jnp.ones((255, 3)))
   assert [(r.shape, r.dtype) for r in odd if r.size > 1] == [((2,), jnp.uint32)]  # not packable: the seed
   # under a rematerialized function nothing is kept but its input
-  remat = residuals(jax.checkpoint(lambda v: jaxdrop.dropout(key(3), v, 0.5)), x)
+  remat = vjp_residuals(jax.checkpoint(lambda v: jaxdrop.dropout(key(3), v, 0.5)), x)
   assert not any(r.dtype == jnp.uint8 for r in remat)
 
 

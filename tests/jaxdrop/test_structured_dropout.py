@@ -19,7 +19,7 @@ from jaxdrop._embedding_dropout import gathered_dropout_stored
 from jaxdrop._masked import lane_threshold
 from jaxdrop._patch_dropout import patch_dropout_keep_count
 from jaxdrop._spec_augment import spec_mask_uniforms
-from tests._asserts import assert_close_ulp, assert_trees_equal
+from tests._asserts import assert_close_ulp, assert_trees_equal, vjp_residuals
 
 SIGMAS = 5.0
 
@@ -31,11 +31,6 @@ def key(seed=0):
 def normal(seed, shape):
   """Standard normal test data (from NumPy: no threefry program to compile for each shape)."""
   return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, np.float32))
-
-
-def residuals(f, x):
-  """The shapes and dtypes that reverse mode keeps between the forward and the backward pass."""
-  return jax.tree.leaves(jax.eval_shape(lambda x: jax.vjp(f, x)[1], x))
 
 
 # --- token / patch dropout -------------------------------------------------------------------------------
@@ -111,7 +106,7 @@ def test_patch_dropout_gradient_reaches_the_kept_tokens_only():
   for b in range(2):
     expected[b, 1 + np.asarray(kept)[b]] = np.asarray(w)[b, 1:]
   np.testing.assert_array_equal(g, expected)  # a scatter of w: exact
-  assert [r.dtype for r in residuals(lambda v: f(v)[0], x)] == [jnp.int32]  # the indices, no mask
+  assert [r.dtype for r in vjp_residuals(lambda v: f(v)[0], x)] == [jnp.int32]  # the indices, no mask
 
 
 def test_patch_dropout_bad_inputs_say_what_to_fix():
@@ -208,10 +203,10 @@ def test_embedding_dropout_backward_keeps_the_seed_and_the_ids_not_the_mask():
   assert_trees_equal(grad, jax.jit(jax.grad(loss(stored)))(TABLE))
   matrix = jax.jit(jax.grad(loss(lambda t: jaxdrop.embedding_matrix_dropout(key(26), t, 0.5)[IDS])))(TABLE)
   assert_close_ulp(grad, matrix, scale="max")  # sums of scaled terms vs the scale of a sum
-  kept = residuals(gather, TABLE)
+  kept = vjp_residuals(gather, TABLE)
   assert not any(r.dtype == jnp.bool_ for r in kept)
   assert all(r.dtype in (jnp.int32, jnp.uint32) or r.size == 1 for r in kept)  # ids, seed, threshold, scale
-  assert all(r.dtype == jnp.uint32 or r.size == 1 for r in residuals(
+  assert all(r.dtype == jnp.uint32 or r.size == 1 for r in vjp_residuals(
       lambda t: jaxdrop.embedding_matrix_dropout(key(27), t, 0.5), TABLE))
 
 
@@ -317,7 +312,7 @@ def test_mask_gradients_and_the_backward_keeps_the_bounds_not_the_mask():
   gx, gv = jax.jit(jax.grad(lambda x, v: jnp.sum(f(x, v)), argnums=(0, 1)))(spec, jnp.float32(0.0))
   np.testing.assert_array_equal(gx, (~masked).astype(np.float32))
   assert float(gv) == masked.sum() > 0  # mask_value is differentiable (SpecAugment's mean fill)
-  kept = residuals(lambda x: f(x, jnp.float32(0.0)), spec)
+  kept = vjp_residuals(lambda x: f(x, jnp.float32(0.0)), spec)
   assert [(r.shape, r.dtype) for r in kept] == [((4, 1), jnp.int32)] * 2
 
 
