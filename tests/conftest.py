@@ -7,6 +7,7 @@ its own, which ``tests/test_sharded_suite.py`` starts with 8 simulated CPU devic
 import fcntl
 import json
 import os
+import signal
 
 import jax
 import pytest
@@ -37,6 +38,18 @@ def pytest_collection_modifyitems(config, items):
     return len(SLOW_FIRST) + ("small_records" in getattr(item, "fixturenames", ()))
 
   items.sort(key=rank)  # stable: the rest keep their order
+
+
+@pytest.fixture
+def ctrl_c_as_in_a_terminal():
+  """Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` in this test and in the processes it starts, as in a
+  terminal, also where the test run is a job started in the background (``pytest &``, ``nohup``), which
+  ignores SIGINT; the run's own disposition comes back after the test."""
+  before = signal.getsignal(signal.SIGINT)
+  if before is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # children start with SIGINT's default again
+  yield
+  signal.signal(signal.SIGINT, before)
 
 
 # The seeds of the small runs of the report's parts.

@@ -123,6 +123,7 @@ def test_a_platform_that_is_not_there_is_one_line_and_leaves_no_folder(tmp_path)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")
 def test_a_signal_stops_the_run_at_a_step_with_its_checkpoint_and_the_run_resumes(tmp_path, signum):
   out = tmp_path / "run"
   argv = [sys.executable, "-m", "experiments", *E2, "--epochs", "100", "--out", str(out)]

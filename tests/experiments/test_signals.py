@@ -9,8 +9,9 @@ import pytest
 
 from experiments import signals
 
-pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
-                                reason="Python runs signal handlers on the main thread only")
+pytestmark = [pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                 reason="Python runs signal handlers on the main thread only"),
+              pytest.mark.usefixtures("ctrl_c_as_in_a_terminal")]
 
 
 def deliver(signum):
