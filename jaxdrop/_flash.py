@@ -202,9 +202,10 @@ def _add_tile(buffer: jax.Array, tile: jax.Array, i, j, spec: _Spec) -> jax.Arra
   return lax.dynamic_update_slice(buffer, current + tile, starts)
 
 
-def _logits(spec: _Spec, q_i, k_j, i, j, bias, mask, lengths, drop_key=None) -> jax.Array:
+def _logits(spec: _Spec, q_i, k_j, i, j, bias, mask, lengths, drop_key, *, causal: bool) -> jax.Array:
   """The tile's scaled logits plus bias in float32, ``-inf`` where attention is not allowed (or DropKey drops
-  the logit)."""
+  the logit). ``causal``: the tile crosses the diagonal (:func:`_whole_key_blocks`), so its later keys are
+  masked."""
   s = jnp.einsum(_SCORES, q_i, k_j, precision=spec.precision, preferred_element_type=_F32)
   if bias is not None:
     s = s + _tile(bias, i, j, spec).astype(_F32)
@@ -218,7 +219,7 @@ def _logits(spec: _Spec, q_i, k_j, i, j, bias, mask, lengths, drop_key=None) -> 
 
   if mask is not None:
     allowed = both(allowed, _tile(mask, i, j, spec))
-  if spec.causal:
+  if causal:
     allowed = both(allowed, cols <= rows)
   if lengths is not None:
     allowed = both(allowed, cols < lengths)
@@ -252,6 +253,16 @@ def _key_blocks(spec: _Spec, i, lengths, count: int):
   return 0, hi
 
 
+def _whole_key_blocks(spec: _Spec, i):
+  """Causal: the key blocks ``[0, n)`` whose every key query block ``i``'s every row sees (no mask needed)."""
+  return (i * spec.block_q + 1) // spec.block_k
+
+
+def _first_whole_query_block(spec: _Spec, j):
+  """Causal: the first query block whose every row sees every key of key block ``j`` (the later ones too)."""
+  return ((j + 1) * spec.block_k - 1 + spec.block_q - 1) // spec.block_q
+
+
 def _query_blocks(spec: _Spec, j, lengths, count: int):
   """The query blocks ``[lo, count)`` that see key block ``j`` (``lo = count``: none)."""
   lo: Any = 0
@@ -276,10 +287,10 @@ def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout, drop_key):
   def query_block(args):
     i, q_i = args
 
-    def step(j, carry):
+    def step(j, carry, causal=False):
       m, norm, acc = carry
       k_j, v_j = _index(k, j), _index(v, j)
-      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths, drop_key)
+      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths, drop_key, causal=causal)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # rows with nothing allowed yet: exp(-inf) = 0
       p = jnp.exp(s - shift[..., None])
@@ -293,7 +304,12 @@ def _forward(spec: _Spec, q, k, v, bias, mask, lengths, dropout, drop_key):
 
     init = (jnp.full(rows, -jnp.inf, _F32), jnp.zeros(rows, _F32), jnp.zeros((*rows, v.shape[-1]), _F32))
     lo, hi = _key_blocks(spec, i, lengths, nk)
-    m, norm, acc = lax.fori_loop(lo, hi, step, init)
+    if spec.causal:  # the tiles below the diagonal need no mask; then those that cross it
+      whole = jnp.clip(_whole_key_blocks(spec, i), lo, hi)
+      carry = lax.fori_loop(lo, whole, step, init)
+      m, norm, acc = lax.fori_loop(whole, hi, functools.partial(step, causal=True), carry)
+    else:
+      m, norm, acc = lax.fori_loop(lo, hi, step, init)
     some = norm > 0
     out = acc / jnp.where(some, norm, 1.0)[..., None]
     lse = jnp.where(some, m + jnp.log(jnp.where(some, norm, 1.0)), jnp.inf)
@@ -327,10 +343,10 @@ def _attend_bwd(spec: _Spec, residuals, g):
   def key_block(carry, xs):
     j, k_j, v_j = xs
 
-    def step(i, inner):
+    def step(i, inner, causal=False):
       dk_j, dv_j, dq, dbias = inner
       q_i, g_i = _index(q, i), _index(g, i)
-      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths, drop_key)
+      s = _logits(spec, q_i, k_j, i, j, bias, mask, lengths, drop_key, causal=causal)
       p = jnp.exp(s - _index(lse, i)[..., None])  # 0 where not allowed, and on rows with nothing allowed
       dp = jnp.einsum(_SCORES, g_i, v_j, precision=spec.precision, preferred_element_type=_F32)
       if dropout is None:
@@ -354,7 +370,12 @@ def _attend_bwd(spec: _Spec, residuals, g):
     dq, dbias = carry
     zeros = lambda x: jnp.zeros(x.shape, _F32)
     lo, hi = _query_blocks(spec, j, lengths, nq)
-    dk_j, dv_j, dq, dbias = lax.fori_loop(lo, hi, step, (zeros(k_j), zeros(v_j), dq, dbias))
+    inner = (zeros(k_j), zeros(v_j), dq, dbias)
+    if spec.causal:  # the tiles that cross the diagonal; then those below it, which need no mask
+      whole = jnp.clip(_first_whole_query_block(spec, j), lo, hi)
+      inner = lax.fori_loop(lo, whole, functools.partial(step, causal=True), inner)
+      lo = whole
+    dk_j, dv_j, dq, dbias = lax.fori_loop(lo, hi, step, inner)
     return (dq, dbias), (dk_j.astype(k.dtype), dv_j.astype(v.dtype))
 
   dbias0 = None if bias_grad is None else jnp.zeros(bias.shape, _F32)

@@ -216,6 +216,21 @@ def test_the_loops_visit_exactly_the_tiles_with_an_allowed_key(lq, lk, block_q, 
     assert [lo <= i < hi for i in range(nq)] == list(tiles[:, j])
 
 
+@pytest.mark.parametrize(("block_q", "block_k"), [(4, 5), (5, 2), (3, 4), (4, 4), (1, 1), (7, 3)])
+def test_the_causal_mask_is_applied_exactly_to_the_tiles_that_cross_the_diagonal(block_q, block_k):
+  # A tile needs no causal mask ("whole") exactly when every key of its key block is at or before every row of
+  # its query block; the forward loop takes key blocks [0, whole) unmasked, the backward loop query blocks
+  # [first whole, end) unmasked.
+  spec = _flash._Spec(23, 23, block_q, block_k, True, 16, (), (), None)
+  nq, nk = -(-23 // block_q), -(-23 // block_k)
+  rows, cols = np.arange(nq * block_q)[:, None], np.arange(nk * block_k)[None, :]
+  whole = (cols <= rows).reshape(nq, block_q, nk, block_k).all(axis=(1, 3))
+  assert whole.any() and not whole.all()
+  for i in range(nq):
+    assert [j < _flash._whole_key_blocks(spec, i) for j in range(nk)] == list(whole[i])
+  for j in range(nk):
+    assert [i >= _flash._first_whole_query_block(spec, j) for i in range(nq)] == list(whole[:, j])
+
 def test_causal_tiles_above_the_diagonal_are_not_computed():
   # A NaN value poisons every computed tile that holds its key (0 * NaN), allowed or not: with the tiles above
   # the diagonal skipped, exactly the query blocks whose tiles reach the last key are NaN; and a NaN
