@@ -8,9 +8,12 @@ also checks that both give bitwise the same values. ``--steps`` adds train
 steps: a jitted SGD step (``value_and_grad`` and the update) of E2's MLP
 (784-256-256-10, dropout 0.2 and 0.5 after the hidden layers) at batch 256
 and 1024, with each revision's ``dropout`` and without dropout, and dropout's
-overhead over the step without it.
+overhead over the step without it. ``--attention L ...`` adds the blockwise
+attention gradient step of ``benchmarks.attention_long`` (B=2, H=8, d=64,
+dropout 0.1, a mask per example and head), causal and not, at those lengths
+(3 rounds: a step takes seconds).
 
-Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps]
+Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps] [--attention 2048 4096]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
+from benchmarks import attention_long
 from experiments.timing import interleaved_medians
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +57,8 @@ def main(argv=None) -> int:
   parser.add_argument("--reps", type=int, default=20, help="timed rounds (default 20)")
   parser.add_argument("--sizes", nargs="+", default=["1M", "4M", "16M"], help="elements (default 1M 4M 16M)")
   parser.add_argument("--steps", action="store_true", help="also E2's MLP train steps at batch 256 and 1024")
+  parser.add_argument("--attention", nargs="+", type=int, default=[], metavar="L",
+                      help="also blockwise attention gradient steps, causal and not, at these lengths")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as tmp:
     old = package_at(args.rev, Path(tmp))
@@ -83,6 +89,8 @@ def main(argv=None) -> int:
           print(f"| {label} | {variant} | {kind} | {this:.2f} | {rev:.2f} | {this / rev:.2f} | {same[variant]} |")
     if args.steps:
       compare_steps(old, args.reps)
+    if args.attention:
+      compare_attention(old, args.attention)
   return 0
 
 
@@ -92,7 +100,7 @@ def mlp_step(dropout):
     keys = jax.random.split(key)
     h = x
     for i, (w, b) in enumerate(params):
-      h = h @ w + b
+      h = h @ w + b[None, :]
       if i < len(params) - 1:
         h = jax.nn.relu(h)
         if dropout is not None:
@@ -127,6 +135,37 @@ def compare_steps(old, reps: int) -> None:
     ms = {name: value * 1e3 for name, value in medians.items()}
     print(f"| {batch} | {ms['this']:.3f} | {ms['rev']:.3f} | {ms['none']:.3f} | {ms['this'] / ms['none'] - 1:+.1%}"
           f" | {ms['rev'] / ms['none'] - 1:+.1%} | {same} |")
+
+
+
+def compare_attention(old, lengths, reps: int = 3) -> None:
+  """Prints ``attention_long``'s blockwise gradient step with this checkout and ``old``, causal and not."""
+  print()
+  print("| L | mask | this ms | at rev ms | this ÷ rev | same values |")
+  print("|---|---|---|---|---|---|")
+  key = jax.random.key(1)
+  for length in lengths:
+    q, k, v = attention_long._inputs(length, attention_long.HEADS, attention_long.DEPTH, attention_long.BATCH)
+    fns, same = {}, {}
+    for causal in (True, False):
+      steps = {}
+      for name, module in (("this", jaxdrop), ("rev", old)):
+        steps[name] = attention_long.gradient_step(
+            lambda key, q, k, v, m=module, causal=causal: m.attention.dot_product_attention(
+                q, k, v, dropout_rng=key, dropout_rate=attention_long.RATE, broadcast_dropout=False,
+                is_causal=causal, implementation="blockwise"))
+        fns[(causal, name)] = lambda f=steps[name]: jax.block_until_ready(f(q, k, v, key))
+      with jax.debug_key_reuse(False):
+        same[causal] = all(bool(jnp.array_equal(a, b)) for a, b in
+                           zip(steps["this"](q, k, v, key), steps["rev"](q, k, v, key), strict=True))
+    with jax.debug_key_reuse(False):
+      medians = interleaved_medians(fns, reps)
+    for causal in (True, False):
+      this, rev = medians[(causal, "this")] * 1e3, medians[(causal, "rev")] * 1e3
+      print(f"| {length} | {'causal' if causal else 'full'} | {this:.0f} | {rev:.0f} | {this / rev:.2f}"
+            f" | {same[causal]} |")
+    print(f"| {length} | causal ÷ full | {medians[(True, 'this')] / medians[(False, 'this')]:.3f}"
+          f" | {medians[(True, 'rev')] / medians[(False, 'rev')]:.3f} | | |")
 
 
 if __name__ == "__main__":
