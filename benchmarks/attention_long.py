@@ -14,7 +14,10 @@ The blockwise variants alone run at the further lengths ``blockwise_only``
 (default 8192 and 16384). Each row gives the compiled temporary memory
 (``memory_analysis().temp_size_in_bytes``, from compiling alone: cheap) and,
 up to ``time_up_to``, the median step time over ``reps`` runs after one
-warm-up run (the variants of a length and mask interleaved round by round).
+warm-up run. The variants of a length, both masks, are interleaved round by
+round, the blockwise ones in rounds of their own (their ratios are the
+dropout's cost and the causal saving): the others take gigabytes at L=4096,
+and the call timed after one of them ran 28 % slower in one run here.
 
 Run: ``python -m benchmarks.attention_long [--lengths 1024 2048 4096] [--blockwise-only 8192 16384]
 [--reps 3] [--time-up-to 4096] [--quick]``, or as the ``attention_long`` section of
@@ -112,21 +115,23 @@ def bench_attention_long(
   for length, names in plan:
     q, k, v = _inputs(length, heads, depth, batch)
     timed = time_up_to is None or length <= time_up_to
-    for is_causal in causal:
-      compiled = {name: gradient_step(attention_fn(name, is_causal, **blocks)).lower(q, k, v, key).compile()
-                  for name in names}
-      ms: dict[str, float | None] = dict.fromkeys(names)
-      if timed:
-        with jax.debug_key_reuse(False):  # each repetition reuses the key on purpose: the same work
-          thunks = {name: functools.partial(_run, fn, (q, k, v, key)) for name, fn in compiled.items()}
-          ms = {name: 1e3 * t for name, t in interleaved_medians(thunks, reps, warmup=1).items()}
-      for name in names:
-        row = {"variant": name, "length": length, "causal": is_causal, "ms": ms[name],
-               "temp_bytes": int(compiled[name].memory_analysis().temp_size_in_bytes),
-               "reps": reps if timed else 0, **blocks}
-        rows.append(row)
-        if log is not None:
-          log(format_row(row))
+    cases = [(name, is_causal) for is_causal in causal for name in names]
+    compiled = {case: gradient_step(attention_fn(*case, **blocks)).lower(q, k, v, key).compile() for case in cases}
+    ms: dict[tuple[str, bool], float | None] = dict.fromkeys(cases)
+    if timed:
+      with jax.debug_key_reuse(False):  # each repetition reuses the key on purpose: the same work
+        thunks = {case: functools.partial(_run, fn, (q, k, v, key)) for case, fn in compiled.items()}
+        for group in ([c for c in cases if c[0] in BLOCKWISE], [c for c in cases if c[0] not in BLOCKWISE]):
+          if group:
+            medians = interleaved_medians({case: thunks[case] for case in group}, reps, warmup=1)
+            ms.update({case: 1e3 * t for case, t in medians.items()})
+    for name, is_causal in cases:
+      row = {"variant": name, "length": length, "causal": is_causal, "ms": ms[(name, is_causal)],
+             "temp_bytes": int(compiled[(name, is_causal)].memory_analysis().temp_size_in_bytes),
+             "reps": reps if timed else 0, **blocks}
+      rows.append(row)
+      if log is not None:
+        log(format_row(row))
   return rows
 
 
