@@ -11,9 +11,12 @@ and 1024, with each revision's ``dropout`` and without dropout, and dropout's
 overhead over the step without it. ``--attention L ...`` adds the blockwise
 attention gradient step of ``benchmarks.attention_long`` (B=2, H=8, d=64,
 dropout 0.1, a mask per example and head), causal and not, at those lengths
-(3 rounds: a step takes seconds).
+(3 rounds: a step takes seconds). ``--rounds R`` sets the Philox rounds of
+REV's copy to R (``HEAD --rounds 7``: what a cheaper generator would buy; a
+measurement only, the copy draws other masks).
 
 Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps] [--attention 2048 4096]
+[--rounds R]
 """
 
 from __future__ import annotations
@@ -59,9 +62,13 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", action="store_true", help="also E2's MLP train steps at batch 256 and 1024")
   parser.add_argument("--attention", nargs="+", type=int, default=[], metavar="L",
                       help="also blockwise attention gradient steps, causal and not, at these lengths")
+  parser.add_argument("--rounds", type=int, choices=range(1, 11), metavar="{1..10}",
+                      help="Philox rounds of REV's copy (default: as at REV, 10)")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as tmp:
     old = package_at(args.rev, Path(tmp))
+    if args.rounds is not None:
+      old._bits._ROUNDS = args.rounds  # read when a mask is traced: every program of the copy draws other masks
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {jax.device_count()} device(s); this checkout"
           f" vs {args.rev}; medians of {args.reps} interleaved rounds, ms")
     print("| size | variant | pass | this | at rev | this ÷ rev | same values |")

@@ -15,3 +15,9 @@ def test_step_table_has_both_batches(capsys):
   compare_revisions.compare_steps(jaxdrop, reps=1)
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 256 |", "| 1024 |"))]
   assert len(rows) == 2 and all(row.endswith("| True |") for row in rows)
+
+
+def test_fewer_rounds_draw_other_masks(capsys):
+  assert compare_revisions.main(["HEAD", "--rounds", "7", "--sizes", "1M", "--reps", "1"]) == 0
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1M |")]
+  assert len(rows) == 6 and all(row.endswith("| False |") for row in rows)
