@@ -254,7 +254,8 @@ def _key_blocks(spec: _Spec, i, lengths, count: int):
 
 
 def _whole_key_blocks(spec: _Spec, i):
-  """Causal: the key blocks ``[0, n)`` whose every key query block ``i``'s every row sees (no mask needed)."""
+  """Causal: ``n`` such that every row of query block ``i`` sees every key of key blocks ``[0, n)`` (no mask
+  needed there)."""
   return (i * spec.block_q + 1) // spec.block_k
 
 
