@@ -51,8 +51,9 @@ BLOCKWISE = ("blockwise", "blockwise, no dropout")
 QUICK = {"lengths": (256, 512), "blockwise_only": (1024,), "reps": 1}
 
 
-def attention_fn(variant: str, causal: bool, **blocks) -> Callable[..., jax.Array]:
-  """``(dropout_key, q, k, v) -> out`` of one variant."""
+def attention_fn(variant: str, causal: bool, *, library: Any = jaxdrop, **blocks) -> Callable[..., jax.Array]:
+  """``(dropout_key, q, k, v) -> out`` of one variant (``library``: the jaxdrop package whose attention the
+  jaxdrop variants call, e.g. another revision's copy)."""
   if variant == "jax.nn":
     return lambda key, q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=causal)
   if variant == "flax dropout":
@@ -63,7 +64,7 @@ def attention_fn(variant: str, causal: bool, **blocks) -> Callable[..., jax.Arra
     return flax_fn
   implementation = "reference" if variant == "reference" else "blockwise"
   rate = 0.0 if variant == "blockwise, no dropout" else RATE
-  return lambda key, q, k, v: jaxdrop.attention.dot_product_attention(
+  return lambda key, q, k, v: library.attention.dot_product_attention(
       q, k, v, dropout_rng=key, dropout_rate=rate, broadcast_dropout=False, is_causal=causal,
       implementation=implementation, **(blocks if implementation == "blockwise" else {}))
 
@@ -116,7 +117,8 @@ def bench_attention_long(
     q, k, v = _inputs(length, heads, depth, batch)
     timed = time_up_to is None or length <= time_up_to
     cases = [(name, is_causal) for is_causal in causal for name in names]
-    compiled = {case: gradient_step(attention_fn(*case, **blocks)).lower(q, k, v, key).compile() for case in cases}
+    compiled = {case: gradient_step(attention_fn(*case, **blocks)).lower(q, k, v, key).compile()
+                for case in cases}
     ms: dict[tuple[str, bool], float | None] = dict.fromkeys(cases)
     if timed:
       with jax.debug_key_reuse(False):  # each repetition reuses the key on purpose: the same work
