@@ -15,8 +15,8 @@ dropout 0.1, a mask per example and head), causal and not, at those lengths
 REV's copy to R (``HEAD --rounds 7``: what a cheaper generator would buy; a
 measurement only, the copy draws other masks).
 
-Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps] [--attention 2048 4096]
-[--rounds R]
+Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps]
+[--attention 2048 4096] [--rounds R]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as tmp:
     old = package_at(args.rev, Path(tmp))
     if args.rounds is not None:
-      old._bits._ROUNDS = args.rounds  # read when a mask is traced: every program of the copy draws other masks
+      old._bits._ROUNDS = args.rounds  # read when a mask is traced: the copy draws other masks
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, {jax.device_count()} device(s); this checkout"
           f" vs {args.rev}; medians of {args.reps} interleaved rounds, ms")
     print("| size | variant | pass | this | at rev | this ÷ rev | same values |")
