@@ -41,9 +41,18 @@ __version__ = "0.1.0"
 #: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
 #: layout). Runs record it, and a change to the masks must change it.
 MASK_GENERATOR = _bits.MASK_GENERATOR
+#: The name of the masks drawn for keys of :data:`PHILOX7` (7-round Philox), which runs record instead.
+MASK_GENERATOR_7 = _bits.MASK_GENERATOR_7
+#: A ``jax.random`` key implementation, Philox-4x32 of 7 rounds: jaxdrop draws the masks of
+#: ``jax.random.key(seed, impl=jaxdrop.PHILOX7)`` from it (an opt-in, cheaper generator; see
+#: "How masks are drawn").
+PHILOX7 = _bits.PHILOX7
+mask_generator = _bits.mask_generator
 
 __all__ = [
     "MASK_GENERATOR",
+    "MASK_GENERATOR_7",
+    "PHILOX7",
     "EmaState",
     "MCDropoutPrediction",
     "SwaState",
@@ -84,6 +93,7 @@ __all__ = [
     "layer_drop_mask",
     "lstm",
     "mask_along_axis",
+    "mask_generator",
     "max_norm",
     "max_norm_projection",
     "mc_dropout",

@@ -37,6 +37,14 @@ products are written as ``uint64`` multiplications, because ``lax.mulhi``
 (which ``jax.random``'s own Philox uses) cannot be lowered under Shardy in jax
 0.10.
 
+A cheaper generator, as an opt-in: a key of :data:`PHILOX7` (``jax.random.key(0,
+impl=jaxdrop.PHILOX7)``) is a Philox-4x32 key of 7 rounds, the generator that
+FlashAttention's dropout uses, and its masks come from 7-round Philox: its seed
+is itself a ``PHILOX7`` key, whose type the kernels read when they are traced.
+Everything else (the layout, the lanes, partitioning) is the same, so its masks
+are tiled, sharded and batched exactly as the default's, and
+:func:`mask_generator` names them.
+
 On a one-device process nothing is partitioned, and cheaper forms give the
 same bits: the ``m`` words are drawn as one flat stream and reshaped, with
 ``lax.mulhi`` (both compile faster), and on XLA:CPU outside differentiation
@@ -57,17 +65,19 @@ import numpy as np
 from jax import export, lax
 from jax.custom_batching import custom_vmap
 
-__all__ = ["MASK_GENERATOR", "PHILOX", "bernoulli_lanes", "derive_seed", "random_words", "tile_bernoulli",
-           "tile_lanes"]
+__all__ = ["MASK_GENERATOR", "MASK_GENERATOR_7", "PHILOX", "PHILOX7", "bernoulli_lanes", "derive_seed",
+           "mask_generator", "random_words", "stream_key", "tile_bernoulli", "tile_lanes"]
 
 GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
 #: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
 #: layout). Runs record it, and a change to the masks must change it.
 MASK_GENERATOR = "philox4x32-10 counter lanes (8/16/32-bit), jaxdrop stream v1"
+MASK_GENERATOR_7 = "philox4x32-7 counter lanes (8/16/32-bit), jaxdrop stream v1"  # keys of PHILOX7
 
 _M0, _M1 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)  # Philox-4x32 multipliers (Random123)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl constants that bump the key
-_ROUNDS = 10
+_ROUNDS = 10  # of the default generator (read when a mask is traced)
+_ROUNDS_7 = 7  # of PHILOX7 keys
 _U32 = np.dtype(np.uint32)
 _U64 = np.dtype(np.uint64)
 _WIDE_ABOVE = 2**32  # masks with more elements than this index them with 64-bit integers
@@ -104,13 +114,13 @@ def _mulhilo(m: np.uint32, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return x * m, hi
 
 
-def _philox(k0, k1, x0, x1, x2, x3) -> tuple[jax.Array, ...]:
-  """Philox-4x32-10 of the counter ``(x0, x1, x2, x3)`` under the key ``(k0, k1)``.
+def _philox(k0, k1, x0, x1, x2, x3, rounds: int) -> tuple[jax.Array, ...]:
+  """Philox-4x32 of ``rounds`` rounds of the counter ``(x0, x1, x2, x3)`` under the key ``(k0, k1)``.
 
-  Bitwise ``jax.random``'s ``philox4x32``. Operands are ``uint32`` arrays that
+  With 10 rounds, bitwise ``jax.random``'s ``philox4x32``. Operands are ``uint32`` arrays that
   broadcast together; scalars (zeros, the key) stay scalars as long as they can.
   """
-  for rnd in range(_ROUNDS):
+  for rnd in range(rounds):
     if rnd:
       k0, k1 = k0 + _W0, k1 + _W1
     lo0, hi0 = _mulhilo(_M0, x0)
@@ -182,10 +192,44 @@ def _word_counter(word: jax.Array) -> tuple[jax.Array, jax.Array]:
   return hi, lo
 
 
+def _is_key(x) -> bool:
+  """Whether ``x`` is a typed PRNG key array (a seed of :data:`PHILOX7`), not ``uint32`` words."""
+  dtype = getattr(x, "dtype", None)
+  return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _seed_words(seed: jax.Array) -> jax.Array:
+  """A seed's ``uint32`` words (``(..., 2)``): itself, or a :data:`PHILOX7` seed's key data (of a clone: a
+  seed is used again and again, and jax's key-reuse checker would count reading it as consuming it)."""
+  return jax.random.key_data(jax.random.clone(seed)) if _is_key(seed) else seed
+
+
+def _first_word(seed: jax.Array) -> jax.Array:
+  """A scalar of the seed, batched or not: the predicate of the conditionals that keep words unfused."""
+  return jnp.ravel(_seed_words(seed))[0]
+
+
+def _unkeyed(gen, seed):
+  """``gen`` and its seed, with a :data:`PHILOX7` seed passed as its words and wrapped again inside ``gen``:
+  jax's key-reuse checker counts a key that enters a ``custom_vmap`` as consumed, and these seeds are used
+  again (in every block of a loop, and by the backward pass)."""
+  if not _is_key(seed):
+    return gen, seed
+  return (lambda words, *rest: gen(jax.random.wrap_key_data(words, impl=PHILOX7), *rest)), _seed_words(seed)
+
+
+def _philox_of(seed: jax.Array, x0, x1, x2, x3) -> tuple[jax.Array, ...]:
+  """The generator of ``seed`` at the counter ``(x0, x1, x2, x3)``: Philox-4x32-10 for ``uint32[2]`` words,
+  Philox-4x32-7 for a :data:`PHILOX7` key (read from the seed's type, when it is traced)."""
+  words = _seed_words(seed)
+  return _philox(words[0], words[1], x0, x1, x2, x3, _ROUNDS_7 if _is_key(seed) else _ROUNDS)
+
+
 def _hash(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> jax.Array:
-  """The stream's word at the counter ``(hi, lo)`` (elementwise)."""
+  """The stream's word at the counter ``(hi, lo)`` (elementwise): the XOR of the four words of the seed's
+  Philox at ``(hi, lo, 0, 0)``."""
   zero = jnp.zeros((), _U32)
-  outs = _philox(seed[0], seed[1], hi, lo, zero, zero)
+  outs = _philox_of(seed, hi, lo, zero, zero)
   return outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
 
 
@@ -198,18 +242,47 @@ def _words_for(size, lanes_per_word: int):
 def random_words(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """``uint32`` words of ``shape``: the stream's word ``i`` at row-major position ``i``.
 
-  Bitwise ``jax.random.bits(jax.random.wrap_key_data(seed, impl="philox4x32"), shape)``,
-  computed elementwise from each position (partitionable).
+  Bitwise ``jax.random.bits(jax.random.wrap_key_data(seed, impl="philox4x32"), shape)`` (for a
+  :data:`PHILOX7` seed, ``jax.random.bits(seed, shape)``), computed elementwise from each position
+  (partitionable).
   """
   hi, lo, _ = _counters(shape, 1)
-  zero = jnp.zeros((), _U32)
-  outs = _philox(seed[0], seed[1], hi, lo, zero, zero)
-  return jnp.broadcast_to(outs[0] ^ outs[1] ^ outs[2] ^ outs[3], shape)
+  return jnp.broadcast_to(_hash(seed, hi, lo), shape)
 
 
 def derive_seed(key: jax.Array) -> jax.Array:
-  """Consumes ``key`` and returns the ``uint32[2]`` seed of the mask generator."""
-  return jax.random.bits(key, (2,), jnp.uint32)
+  """Consumes ``key`` and returns the seed of the mask generator: ``uint32[2]`` words (Philox-4x32-10), or,
+  for a key of :data:`PHILOX7`, those words as a ``PHILOX7`` key (Philox-4x32-7)."""
+  words = jax.random.bits(key, (2,), jnp.uint32)
+  return jax.random.wrap_key_data(words, impl=PHILOX7) if _is_philox7(key) else words
+
+
+def _is_philox7(key) -> bool:
+  return _is_key(key) and jax.random.key_impl(key) == PHILOX7
+
+
+def stream_key(seed: jax.Array) -> jax.Array:
+  """A key whose ``jax.random`` draws come from the seed's generator (noise drawn beside the masks)."""
+  return seed if _is_key(seed) else jax.random.wrap_key_data(seed, impl=PHILOX)
+
+
+def mask_generator(key: jax.Array) -> str:
+  """The name of the generator that jaxdrop draws the masks of ``key`` from.
+
+  Args:
+    key: a PRNG key (typed or legacy).
+
+  Returns:
+    :data:`MASK_GENERATOR_7` for a key of :data:`PHILOX7`, else :data:`MASK_GENERATOR`.
+
+  Example:
+    >>> import jax, jaxdrop
+    >>> jaxdrop.mask_generator(jax.random.key(0)) == jaxdrop.MASK_GENERATOR
+    True
+    >>> jaxdrop.mask_generator(jax.random.key(0, impl=jaxdrop.PHILOX7))
+    'philox4x32-7 counter lanes (8/16/32-bit), jaxdrop stream v1'
+  """
+  return MASK_GENERATOR_7 if _is_philox7(key) else MASK_GENERATOR
 
 
 def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
@@ -222,11 +295,11 @@ def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
   ``custom_vmap`` keeps the predicate a scalar when the seed is batched (a
   batched predicate would turn the conditional into a fusible select).
   """
-  gen = lambda s: random_words(s, (count,))
+  gen, seed = _unkeyed(lambda s: random_words(s, (count,)), seed)
 
   @custom_vmap
   def words(seed):
-    return lax.cond(seed[0] != 0, gen, gen, seed)
+    return lax.cond(_first_word(seed) != 0, gen, gen, seed)
 
   @words.def_vmap
   def _words_vmap(axis_size, in_batched, seed):
@@ -234,7 +307,7 @@ def _materialized_words(seed: jax.Array, count: int) -> jax.Array:
     if not in_batched[0]:
       return words(seed), False
     batched_gen = jax.vmap(gen)
-    return lax.cond(seed[0, 0] != 0, batched_gen, batched_gen, seed), True
+    return lax.cond(_first_word(seed) != 0, batched_gen, batched_gen, seed), True
 
   return words(seed)
 
@@ -262,9 +335,7 @@ def _lanes_flat(seed, shape, bits, materialize: bool):
 def _lanes_elementwise(seed, shape, bits):
   """The lanes of ``shape``, each element hashing its own word (partitionable, fusible)."""
   hi, lo, lane = _counters(shape, 32 // bits)
-  zero = jnp.zeros((), _U32)
-  outs = _philox(seed[0], seed[1], hi, lo, zero, zero)
-  words = jnp.broadcast_to(outs[0] ^ outs[1] ^ outs[2] ^ outs[3], shape)
+  words = jnp.broadcast_to(_hash(seed, hi, lo), shape)
   if bits == 32:
     return words
   return (words >> (lane * jnp.uint32(bits))) & jnp.uint32(2**bits - 1)
@@ -384,17 +455,19 @@ def _cut_lanes(words: jax.Array, bits: int, tile_shape: tuple[int, ...]) -> jax.
 def _computed_once(gen, *args):
   """``gen(*args)`` computed into a buffer that XLA does not fuse into its consumers (a conditional whose two
   branches are ``gen``; its predicate is a scalar of the seed, ``args[0]``, also under ``vmap``)."""
+  gen, seed = _unkeyed(gen, args[0])
+  args = (seed, *args[1:])
 
   @custom_vmap
   def once(*args):
-    return lax.cond(jnp.ravel(args[0])[0] != 0, gen, gen, *args)
+    return lax.cond(_first_word(args[0]) != 0, gen, gen, *args)
 
   @once.def_vmap
   def _once_vmap(axis_size, in_batched, *args):
     spread = [a if b else jnp.broadcast_to(a, (axis_size, *jnp.shape(a))) for a, b in zip(args, in_batched,
                                                                                           strict=True)]
     batched = jax.vmap(gen)
-    return lax.cond(jnp.ravel(spread[0])[0] != 0, batched, batched, *spread), True
+    return lax.cond(_first_word(spread[0]) != 0, batched, batched, *spread), True
 
   return once(*args)
 
@@ -458,38 +531,42 @@ def bernoulli_lanes(
   return lanes < jnp.asarray(threshold, jnp.uint32)
 
 
-def _impl_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
-  """``random_bits`` of :data:`PHILOX`: bitwise those of ``jax.random``'s ``philox4x32``."""
-  hi, lo, _ = _counters(shape, 1)
-  zero = jnp.zeros((), _U32)
-  outs = [jnp.broadcast_to(o, shape) for o in _philox(key[0], key[1], hi, lo, zero, zero)]
-  if bit_width == 64:
-    wide = lambda o: lax.convert_element_type(o, _U64)
-    return lax.shift_left(wide(outs[0]), _U64.type(32)) | wide(outs[1])
-  word = outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
-  return word if bit_width == 32 else lax.convert_element_type(word, np.dtype(f"uint{bit_width}"))
+def _impl(rounds: int, name: str, tag: str):
+  """A ``jax.random`` key implementation of Philox-4x32 with ``rounds`` rounds, written without ``lax.mulhi``
+  (it partitions under Shardy); with 10 rounds its draws are bitwise those of ``impl="philox4x32"`` keys."""
+
+  def random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
+    hi, lo, _ = _counters(shape, 1)
+    zero = jnp.zeros((), _U32)
+    outs = [jnp.broadcast_to(o, shape) for o in _philox(key[0], key[1], hi, lo, zero, zero, rounds)]
+    if bit_width == 64:
+      wide = lambda o: lax.convert_element_type(o, _U64)
+      return lax.shift_left(wide(outs[0]), _U64.type(32)) | wide(outs[1])
+    word = outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
+    return word if bit_width == 32 else lax.convert_element_type(word, np.dtype(f"uint{bit_width}"))
+
+  def seed(seed: jax.Array) -> jax.Array:
+    return jax.random.key_data(jax.random.key(seed, impl=GENERATOR))  # key creation: never partitioned
+
+  def split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    hi, lo, _ = _counters(shape, 1)
+    zero = jnp.zeros((), _U32)
+    out0, out1, _, _ = _philox(key[0], key[1], zero, zero, hi, lo, rounds)
+    return jnp.stack([jnp.broadcast_to(out0, shape), jnp.broadcast_to(out1, shape)], axis=len(shape))
+
+  def fold_in(key: jax.Array, data) -> jax.Array:
+    zero = jnp.zeros((), _U32)
+    out0, out1, _, _ = _philox(key[0], key[1], zero, zero, zero, jnp.asarray(data, _U32), rounds)
+    return jnp.stack([out0, out1])
+
+  return jax.extend.random.define_prng_impl(key_shape=(2,), seed=seed, split=split, random_bits=random_bits,
+                                            fold_in=fold_in, name=name, tag=tag)
 
 
-def _impl_seed(seed: jax.Array) -> jax.Array:
-  return jax.random.key_data(jax.random.key(seed, impl=GENERATOR))  # key creation: never partitioned
-
-
-def _impl_split(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  hi, lo, _ = _counters(shape, 1)
-  zero = jnp.zeros((), _U32)
-  out0, out1, _, _ = _philox(key[0], key[1], zero, zero, hi, lo)
-  return jnp.stack([jnp.broadcast_to(out0, shape), jnp.broadcast_to(out1, shape)], axis=len(shape))
-
-
-def _impl_fold_in(key: jax.Array, data) -> jax.Array:
-  zero = jnp.zeros((), _U32)
-  out0, out1, _, _ = _philox(key[0], key[1], zero, zero, zero, jnp.asarray(data, _U32))
-  return jnp.stack([out0, out1])
-
-
-# jax.random's Philox-4x32 written without lax.mulhi, so that it partitions under Shardy: keys of this
-# implementation give bitwise the draws (bits, uniform, normal, ...) of impl="philox4x32" keys.
-PHILOX = jax.extend.random.define_prng_impl(
-    key_shape=(2,), seed=_impl_seed, split=_impl_split, random_bits=_impl_bits, fold_in=_impl_fold_in,
-    name="jaxdrop_philox4x32", tag="jdpx",
-)
+#: jax.random's Philox-4x32 written without ``lax.mulhi``, so that it partitions under Shardy: keys of this
+#: implementation give bitwise the draws (bits, uniform, normal, ...) of ``impl="philox4x32"`` keys.
+PHILOX = _impl(10, "jaxdrop_philox4x32", "jdpx")
+#: Philox-4x32 of 7 rounds (FlashAttention's dropout generator): jaxdrop draws the masks of its keys
+#: (``jax.random.key(0, impl=jaxdrop.PHILOX7)``) from 7-round Philox, named by :data:`MASK_GENERATOR_7`; its
+#: own ``jax.random`` draws (split, fold_in, bits) are 7-round Philox too.
+PHILOX7 = _impl(_ROUNDS_7, "jaxdrop_philox4x32_7", "jdp7")

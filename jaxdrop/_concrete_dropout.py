@@ -33,7 +33,7 @@ EPS = 1e-7  # the reference code's guard inside the logarithms
 def _relaxed(seed, x, rate, temperature):
   """The concrete-dropout output for the uniform noise drawn from ``seed`` (a pure function of its inputs)."""
   dtype = _checks.compute_dtype(x.dtype)
-  generator_key = jax.random.wrap_key_data(seed, impl=_bits.PHILOX)
+  generator_key = _bits.stream_key(seed)
   u = jax.random.uniform(generator_key, x.shape, dtype)
   p = jnp.asarray(rate, dtype)
   if p.ndim:  # a rate per unit

@@ -331,4 +331,4 @@ def safe_inverse(p: jax.Array) -> jax.Array:
 def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
   """``N(0, 1)`` noise of ``shape``, drawn from the Philox stream of ``key`` that the masks use (it partitions
   like them: a sharded draw is bitwise the unsharded one)."""
-  return jax.random.normal(jax.random.wrap_key_data(_bits.derive_seed(key), impl=_bits.PHILOX), shape, dtype)
+  return jax.random.normal(_bits.stream_key(_bits.derive_seed(key)), shape, dtype)

@@ -35,7 +35,7 @@ def spec_mask_uniforms(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """The float32 uniforms ``(u, v)`` of :func:`mask_along_axis`, shape ``(2, *shape)``: ``u`` scales the
   width, ``v`` the start."""
   seed = _bits.derive_seed(key)
-  return jax.random.uniform(jax.random.wrap_key_data(seed, impl=_bits.PHILOX), (2, *shape), jnp.float32)
+  return jax.random.uniform(_bits.stream_key(seed), (2, *shape), jnp.float32)
 
 
 def effective_mask_param(mask_param: int, p: float, size: int) -> int:

@@ -35,6 +35,11 @@ def nnx_layer(layer):
   return lambda key, x: layer(x, rngs=key)
 
 
+def seven(key):
+  """The key as a key of jaxdrop.PHILOX7 (the opt-in 7-round generator's masks)."""
+  return jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
+
+
 # Elementwise in the mask: no collective in the program, bitwise the unsharded values and gradients. By
 # construction: an integer mask from the key and each element's global index, then one multiply by the same
 # float32 scale (alpha: one multiply-add, contracted alike in both fused programs).
@@ -46,11 +51,14 @@ MASKED = {
     "dropout broadcast (1,)": lambda k, x: jaxdrop.dropout(k, x, 0.3, broadcast_dims=(1,)),
     "dropout broadcast (0, 3)": lambda k, x: jaxdrop.dropout(k, x, 0.3, broadcast_dims=(0, 3)),
     "dropout traced rate": lambda k, x: jaxdrop.dropout(k, x, jnp.float32(0.3)),
+    "dropout PHILOX7": lambda k, x: jaxdrop.dropout(seven(k), x, 0.3),
+    "dropout PHILOX7 8-bit": lambda k, x: jaxdrop.dropout(seven(k), x, 0.3, mask_bits=8),
     "alpha_dropout": lambda k, x: jaxdrop.alpha_dropout(k, x, 0.3),
     "drop_connect": lambda k, x: jaxdrop.drop_connect(k, x, 0.3),
     "drop_path": lambda k, x: jaxdrop.drop_path(k, x, 0.3),
     "drop_path batch_axis=1": lambda k, x: jaxdrop.drop_path(k, x, 0.3, batch_axis=1),
     "linen Dropout": linen_layer(jdl.Dropout(0.3)),
+    "linen Dropout PHILOX7": lambda k, x: linen_layer(jdl.Dropout(0.3))(seven(k), x),
     "linen AlphaDropout": linen_layer(jdl.AlphaDropout(0.3)),
     "linen DropPath": linen_layer(jdl.DropPath(0.3)),
     "nnx Dropout": nnx_layer(jdx.Dropout(0.3)),
@@ -65,6 +73,7 @@ NOISE = {
     "gaussian_dropout": lambda k, x: jaxdrop.gaussian_dropout(k, x, 0.3),
     "gaussian_dropout broadcast": lambda k, x: jaxdrop.gaussian_dropout(k, x, 0.3, broadcast_dims=(2,)),
     "gaussian_noise": lambda k, x: jaxdrop.gaussian_noise(k, x, 0.5),
+    "gaussian_noise PHILOX7": lambda k, x: jaxdrop.gaussian_noise(seven(k), x, 0.5),
     "concrete_dropout": lambda k, x: jaxdrop.concrete_dropout(k, x, 0.3),
     "linen GaussianDropout": linen_layer(jdl.GaussianDropout(0.3)),
     "linen GaussianNoise": linen_layer(jdl.GaussianNoise(0.5)),
@@ -118,6 +127,7 @@ MODELS = {
     "nnx DropConnectLinear": nnx_layer(NNX_DENSE),
     "attention": attention,
     "attention per head": attention_per_head,
+    "attention per head PHILOX7": lambda k, x: attention_per_head(seven(k), x),
 }
 
 
@@ -196,7 +206,7 @@ def test_every_noise_is_the_unsharded_one_to_a_few_ulp_with_no_communication(uns
   check_masked(NOISE, unsharded["noise"], mesh_shape, spec, exact=False)
 
 
-CORE = ("dropout", "dropout broadcast (0, 3)", "drop_path")
+CORE = ("dropout", "dropout broadcast (0, 3)", "drop_path", "dropout PHILOX7")
 
 
 @pytest.fixture(scope="module")
