@@ -25,7 +25,7 @@ from jaxdrop.training import xla_cpu
 from jaxdrop.training._checkpoints import Checkpoints, param_sha256
 from jaxdrop.training._evaluate import evaluate
 from jaxdrop.training._fit import FitResult, fit, fit_seeds
-from jaxdrop.training._options import EpochPath, FitOptions
+from jaxdrop.training._options import EpochPath, FitOptions, MaskGenerator
 from jaxdrop.training._steps import make_train_epoch, make_train_step
 from jaxdrop.training._sweep import SweepResult, fit_sweep, grid
 from jaxdrop.training._task import (
@@ -46,6 +46,7 @@ __all__ = [
     "EpochPath",
     "FitOptions",
     "FitResult",
+    "MaskGenerator",
     "SweepResult",
     "Task",
     "TrainState",

@@ -9,6 +9,7 @@ same masks and batches as one that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import optax
 from flax.training.train_state import TrainState
 
 from jaxdrop._averaging import EmaState, SwaState, averaged_params
+from jaxdrop._bits import mask_generator
 from jaxdrop.errors import CheckpointMismatchError, TrainingDivergedError, TrainingStopped
 from jaxdrop.training import xla_cpu
 from jaxdrop.training._checkpoints import Checkpoints
@@ -175,7 +177,8 @@ class _Run:
       self.tx = optax.chain(tx, options.average)
     self.batched, self.mesh = batched, mesh
     # Batched keys come from vmap: jnp.stack of typed keys trips jax's key-reuse checker.
-    keys = jax.vmap(run_keys)(jnp.asarray(seeds)) if batched else run_keys(seeds[0])
+    keys_of = functools.partial(run_keys, mask_generator=options.mask_generator)
+    keys = jax.vmap(keys_of)(jnp.asarray(seeds)) if batched else keys_of(seeds[0])
     self.shuffle_keys, self.dropout_keys = keys["shuffle"], keys["dropout"]
     self.train_data = (jnp.asarray(data.x_train), jnp.asarray(data.y_train))
     self.test_data = (jnp.asarray(data.x_test), jnp.asarray(data.y_test))
@@ -300,6 +303,8 @@ class _Run:
                  "compiler_options": compiler_options, "resumed_from_step": resumed_from}
     if evaluated is not None:  # only then: the records of runs without an average keep their keys
       execution["evaluated"] = evaluated
+    if opts.mask_generator != "philox4x32-10":  # likewise: what the masks came from, where not the default
+      execution["mask_generator"] = mask_generator(self.dropout_keys)
     states = [jax.tree.map(lambda a, i=i: a[i], state) for i in range(runs)] if self.batched else [state]
     step_losses = [[np.asarray(losses, np.float32) for losses in run] for run in progress.step_losses]
     return [FitResult(st, h, sl, execution)

@@ -8,9 +8,10 @@ from typing import Literal
 import numpy as np
 import optax
 
-__all__ = ["EpochPath", "FitOptions"]
+__all__ = ["EpochPath", "FitOptions", "MaskGenerator"]
 
 EpochPath = Literal["auto", "scan", "loop"]
+MaskGenerator = Literal["philox4x32-10", "philox4x32-7"]
 
 
 def _positive_int(name: str, value) -> None:
@@ -39,6 +40,10 @@ class FitOptions:
       :func:`~jaxdrop.training.xla_cpu.choose_compiler_options`; ``None``: XLA's defaults.
     quiet: no progress bar (it is also off when stderr is not a terminal).
     description: label of the progress bar.
+    mask_generator: what the training steps' dropout masks are drawn from:
+      ``"philox4x32-10"`` (the default generator, :data:`jaxdrop.MASK_GENERATOR`) or
+      ``"philox4x32-7"`` (the run's dropout key becomes a key of :data:`jaxdrop.PHILOX7`, the
+      cheaper opt-in generator, :data:`jaxdrop.MASK_GENERATOR_7`: other masks).
     average: weight averaging, :func:`jaxdrop.ema` or :func:`jaxdrop.swa`:
       ``fit`` chains it after the optimizer and evaluates the averaged
       parameters (``execution["evaluated"]`` says which;
@@ -63,6 +68,7 @@ class FitOptions:
   quiet: bool = False
   description: str = ""
   average: optax.GradientTransformation | None = None
+  mask_generator: MaskGenerator = "philox4x32-10"
 
   def __post_init__(self):
     for name in ("epochs", "batch_size", "eval_every"):
@@ -74,6 +80,9 @@ class FitOptions:
         isinstance(k, str) and isinstance(v, (str, bool, int, float)) for k, v in options.items()))):
       raise ValueError(f"FitOptions.compiler_options must be 'auto', None or a dict of XLA option names to"
                        f" values, got {options!r}.")
+    if self.mask_generator not in ("philox4x32-10", "philox4x32-7"):
+      raise ValueError(f"FitOptions.mask_generator must be 'philox4x32-10' (the default) or 'philox4x32-7'"
+                       f" (jaxdrop.PHILOX7), got {self.mask_generator!r}.")
     if self.average is not None and not isinstance(self.average, optax.GradientTransformation):
       raise ValueError(f"FitOptions.average must be jaxdrop.ema(...), jaxdrop.swa(...) or None, got"
                        f" {self.average!r}.")

@@ -197,7 +197,7 @@ def _program(task_for, tx_for, names, options: FitOptions, n_train: int, n_test:
   def one_run(params, point, seed, train_idx, test_idx, x_train, y_train, x_test, y_test):
     task, tx = task_for(point), tx_for(point)
     eval_task = without_r_drop(task)  # one deterministic pass; hashable also when a point sets R-Drop's alpha
-    keys = run_keys(seed)
+    keys = run_keys(seed, options.mask_generator)
     state = TrainState.create(apply_fn=None, params=params, tx=tx).replace(tx=_NO_TX)
     step = make_train_step(task)
 

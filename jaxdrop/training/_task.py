@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdrop import _bits
 from jaxdrop._checks import check_scalar, is_concrete
 from jaxdrop._r_drop import r_drop_loss
 
@@ -91,13 +92,21 @@ def squared_error(pred: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(pred - target), axis=-1)
 
 
-def run_keys(seed: int | jax.Array) -> dict[str, jax.Array]:
+def run_keys(seed: int | jax.Array, mask_generator: str = "philox4x32-10") -> dict[str, jax.Array]:
   """The run's independent streams, all derived from ``seed``: init, dropout, shuffle, data.
 
-  ``seed`` may be traced (``jax.vmap(run_keys)(seeds)`` gives the streams of many runs).
+  ``seed`` may be traced (``jax.vmap(run_keys)(seeds)`` gives the streams of many runs). With
+  ``mask_generator="philox4x32-7"`` (:attr:`FitOptions.mask_generator`) the dropout key is the same words
+  as a key of :data:`jaxdrop.PHILOX7`, whose masks come from 7-round Philox.
   """
   root = jax.random.key(seed)
-  return {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "dropout", "shuffle", "data"))}
+  keys = {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "dropout", "shuffle", "data"))}
+  if mask_generator == "philox4x32-7":
+    keys["dropout"] = jax.random.wrap_key_data(jax.random.key_data(keys["dropout"]), impl=_bits.PHILOX7)
+  elif mask_generator != "philox4x32-10":
+    raise ValueError(f"run_keys: mask_generator must be 'philox4x32-10' or 'philox4x32-7', got"
+                     f" {mask_generator!r}.")
+  return keys
 
 
 def batch_plan(key: jax.Array | None, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:

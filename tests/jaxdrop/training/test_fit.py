@@ -175,7 +175,7 @@ def test_eval_train_and_eval_every():
 
 @pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("batch_size", -2), ("eval_every", 1.5),
                                               ("epochs", True), ("path", "fast"), ("compiler_options", "fast"),
-                                              ("compiler_options", {1: "x"})])
+                                              ("compiler_options", {1: "x"}), ("mask_generator", "philox7")])
 def test_fit_options_name_the_bad_field(field, value):
   with pytest.raises(ValueError, match=f"FitOptions.{field} must be"):
     training.FitOptions(**{"epochs": 1, "batch_size": 8, field: value})
@@ -193,6 +193,44 @@ def test_fit_options_object_and_keywords_train_the_same_run():
   assert param_sha256(from_object.state.params) == param_sha256(from_keywords.state.params)
   assert from_object.history == from_keywords.history and from_object.execution["path"] == "loop"
   assert overridden.history["epoch"] == [1, 2] and options.epochs == 3  # keywords override, the object is kept
+
+
+def test_mask_generator_philox7_draws_each_steps_masks_from_a_philox7_dropout_key():
+  # The steps' keys are fold_in(dropout_key, step) of a PHILOX7 key with the default key's words; with lr 0
+  # each step's loss is a function of that key alone.
+  task = training.Task(lambda p, x, train, key: x @ p["w"] + (jaxdrop.dropout(key, jnp.ones((1, 3)), 0.5)
+                                                              if train else 0.0), training.cross_entropy)
+  params, data = {"w": jnp.zeros((6, 3))}, toy_data(n_train=32)
+  run = lambda generator: training.fit(task, params, jaxdrop.sgd(0.0), data, epochs=2, batch_size=32, seed=5,
+                                       quiet=True, shuffle=False, mask_generator=generator)
+  seven, default = run("philox4x32-7"), run("philox4x32-10")
+  keys = training.run_keys(5, "philox4x32-7")
+  assert jaxdrop.mask_generator(keys["dropout"]) == jaxdrop.MASK_GENERATOR_7
+  np.testing.assert_array_equal(jax.random.key_data(keys["dropout"]),
+                                jax.random.key_data(training.run_keys(5)["dropout"]))
+  for step in range(2):
+    drop = jaxdrop.dropout(jax.random.fold_in(training.run_keys(5, "philox4x32-7")["dropout"], step),
+                           jnp.ones((1, 3)), 0.5)
+    expected = float(jnp.mean(training.cross_entropy(data.x_train @ params["w"] + drop, data.y_train)))
+    assert float(seven.step_losses[step][0]) == pytest.approx(expected, rel=1e-6)
+  assert seven.execution["mask_generator"] == jaxdrop.MASK_GENERATOR_7
+  assert "mask_generator" not in default.execution  # the default's records keep their keys
+  with pytest.raises(ValueError, match="run_keys: mask_generator must be"):
+    training.run_keys(0, "philox7")
+
+
+def test_vmapped_seeds_with_philox7_masks_equal_each_seed_run_alone():
+  data = toy_data()
+  init = lambda key: MODEL.init(key, data.x_train[:1], train=False)["params"]
+  kwargs = dict(epochs=2, batch_size=16, quiet=True, mask_generator="philox4x32-7")
+  together = training.fit_seeds(TASK, init, jaxdrop.sgd(0.1), data, seeds=[4, 5], **kwargs)
+  for seed, result in zip([4, 5], together):
+    alone = training.fit(TASK, init_params(MODEL, seed, data.x_train), jaxdrop.sgd(0.1), data, seed=seed,
+                         **kwargs)
+    assert_same_training(result, alone, data)
+  default = training.fit(TASK, init_params(MODEL, 4, data.x_train), jaxdrop.sgd(0.1), data, seed=4, epochs=2,
+                         batch_size=16, quiet=True)
+  assert param_sha256(default.state.params) != param_sha256(together[0].state.params)
 
 
 def test_fit_seeds_refuses_a_mesh():

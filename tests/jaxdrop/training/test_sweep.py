@@ -120,3 +120,17 @@ def test_grid_is_the_cartesian_product_last_axis_fastest():
   assert g["a"].tolist() == [1, 1, 1, 2, 2, 2] and g["b"].tolist() == [10, 20, 30] * 2
   with pytest.raises(ValueError, match="at least one axis"):
     training.grid()
+
+
+def test_a_philox7_sweep_run_is_the_philox7_run_fit_trains_alone():
+  data = toy_data(n_train=64, n_test=16)
+  point = {"rate": jnp.float32(0.5), "decay": jnp.float32(0.0), "lr": jnp.float32(0.1)}
+  kwargs = dict(epochs=2, batch_size=BATCH, mask_generator="philox4x32-7")
+  swept = training.fit_sweep(task_for, init, tx_for, data, hparams={k: np.array([v]) for k, v in point.items()},
+                             seeds=[3], **kwargs)[0]
+  alone = training.fit(task_for(point), init(training.run_keys(3)["init"]), tx_for(point), data, seed=3,
+                       quiet=True, path="scan", **kwargs)
+  assert_close_ulp(swept.params, alone.state.params, ulp=64, scale="max")
+  default = training.fit(task_for(point), init(training.run_keys(3)["init"]), tx_for(point), data, seed=3,
+                         quiet=True, path="scan", epochs=2, batch_size=BATCH)
+  assert float(jnp.max(jnp.abs(default.state.params["w2"] - alone.state.params["w2"]))) > 1e-3  # other masks
