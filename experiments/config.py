@@ -4,7 +4,8 @@ Each experiment subclasses :class:`Config` with its source tutorial's values
 as defaults; ``validate`` names the first bad option and what is allowed.
 
 A field named like a :class:`~jaxdrop.training.FitOptions` field (``epochs``,
-``batch_size``, ``path``, ``batch_invariant``, ``compiler_options``) holds that
+``batch_size``, ``path``, ``batch_invariant``, ``compiler_options``,
+``mask_generator``) holds that
 field's value and goes to the engine as it is (:func:`experiments.runner.train_run`),
 and its flag is the field's name (``--batch-invariant``). Options renamed since
 a record was written are read back through :data:`RENAMED`.
@@ -83,6 +84,11 @@ class Config:
   batch_invariant: bool = option(
       False, "derive each example's dropout masks from the run key, the epoch and the example's index in the"
       " data set, so they do not depend on batch size, batch composition or device count"
+  )
+  mask_generator: str = option(
+      "philox4x32-10", "what the training steps' dropout masks are drawn from: jaxdrop's default generator, or"
+      " the cheaper opt-in 7-round Philox (jaxdrop.PHILOX7 keys: other masks, recorded in record.json)",
+      choices=("philox4x32-10", "philox4x32-7"),
   )
   devices: int = option(1, "data-parallel training: split each batch over this many local devices (0: all)")
   checkpoint_every: int = option(

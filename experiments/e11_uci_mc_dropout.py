@@ -303,7 +303,8 @@ def run(config: E11Config, record, emit, quiet: bool) -> None:
   table = []
   for multiplier in config.multipliers:
     epochs = config.epochs * multiplier
-    options = training.FitOptions(epochs=epochs, batch_size=config.batch_size, eval_every=epochs, quiet=True)
+    options = training.FitOptions(epochs=epochs, batch_size=config.batch_size, eval_every=epochs, quiet=True,
+                                  mask_generator=config.mask_generator)
     for name, (hparams, task_for, init, _) in models.items():
       row = _model_row(config, record, name, epochs, options, hparams, task_for, init, predictors[name],
                        validation, test)

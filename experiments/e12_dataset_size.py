@@ -127,7 +127,8 @@ def run(config: E12Config, record, emit, quiet: bool) -> None:
   for size in sorted(config.sizes):
     batch = min(config.batch_size, size)
     epochs = math.ceil(config.steps / math.ceil(size / batch))
-    options = training.FitOptions(epochs=epochs, batch_size=batch, eval_every=epochs, quiet=True)
+    options = training.FitOptions(epochs=epochs, batch_size=batch, eval_every=epochs, quiet=True,
+                                  mask_generator=config.mask_generator)
     splits = (order[:size][None], np.arange(len(data.y_test))[None])
     results = training.fit_sweep(_task_for, _init(config.hidden), tx_for, data, options, hparams=points,
                                  seeds=seeds, splits=splits)

@@ -205,7 +205,8 @@ def compare_dropout(out_dir: Path, seeds: int, emit: Emit, quiet: bool, epochs: 
     task = dataclasses.replace(task, r_drop_alpha=alpha) if alpha else task
     results = training.fit_seeds(task, init, jaxdrop.sgd(base.lr), data, seeds=seed_list, epochs=epochs,
                                  batch_size=base.batch_size, quiet=quiet, description=label,
-                                 eval_every=max(1, epochs // 40), eval_train=True, stop=signals.requested)
+                                 eval_every=max(1, epochs // 40), eval_train=True, stop=signals.requested,
+                                 mask_generator=base.mask_generator)
     runs = [dict(run_entry(label, r), seed=s) for s, r in zip(seed_list, results, strict=True)]
     test_acc = [r["final"]["test_acc"] for r in runs]
     gap = [r["final"]["train_acc"] - r["final"]["test_acc"] for r in runs]

@@ -32,8 +32,8 @@ __all__ = ["PINNED", "RunRecord", "code_fingerprint", "describe", "environment",
 
 # The facts of ``environment()`` that decide a run's bits: --resume and replay refuse a change in one of them.
 # The code's git commit is recorded, not pinned (see code_fingerprint): only the sources' hash decides.
-PINNED = ("jax", "jaxlib", "flax", "optax", "jaxdrop", "mask_generator", "prng_impl", "threefry_partitionable",
-          "xla_flags", "backend", "device_kind", "device_count", "source_sha256")
+PINNED = ("jax", "jaxlib", "flax", "optax", "jaxdrop", "mask_generator", "mask_generator_7", "prng_impl",
+          "threefry_partitionable", "xla_flags", "backend", "device_kind", "device_count", "source_sha256")
 
 # What ``source_sha256`` covers: the library and the experiments, the code that defines a run.
 SOURCES = "jaxdrop/**/*.py and experiments/*.py"
@@ -135,6 +135,7 @@ def environment() -> dict[str, Any]:
       "optax": optax.__version__,
       "jaxdrop": jaxdrop.__version__,
       "mask_generator": jaxdrop.MASK_GENERATOR,
+      "mask_generator_7": jaxdrop.MASK_GENERATOR_7,  # the masks of runs with --mask-generator philox4x32-7
       "prng_impl": str(jax.config.jax_default_prng_impl),
       "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -150,3 +150,21 @@ def test_seeds_option_reports_mean_sd_ci_and_each_seed_equals_its_run_alone(tmp_
   for metric, values in alone["history"].items():
     assert entry["per_seed"][1]["history"][metric] == pytest.approx(values, rel=1e-5)
   assert entry["per_seed"][1]["steps"] == alone["steps"]
+
+
+# --- the opt-in 7-round generator ----------------------------------------------------------------------
+
+
+def test_mask_generator_option_trains_other_masks_records_them_and_replays_bitwise(tmp_path):
+  options = [*DIGITS_E2, "--versions", "concise", "--epochs", "1"]
+  assert cli.main([*options, "--mask-generator", "philox4x32-7", "--out", str(tmp_path / "seven")]) == 0
+  assert cli.main([*options, "--out", str(tmp_path / "ten")]) == 0
+  seven, ten = record(tmp_path / "seven"), record(tmp_path / "ten")
+  assert seven["config"]["mask_generator"] == "philox4x32-7" and ten["config"]["mask_generator"] == "philox4x32-10"
+  assert seven["runs"][0]["execution"]["mask_generator"] == jaxdrop.MASK_GENERATOR_7
+  assert "mask_generator" not in ten["runs"][0]["execution"]
+  assert seven["environment"]["mask_generator_7"] == jaxdrop.MASK_GENERATOR_7
+  assert seven["runs"][0]["param_sha256"] != ten["runs"][0]["param_sha256"]
+  assert cli.main(["replay", str(tmp_path / "seven"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+  with pytest.raises(SystemExit):
+    cli.build_parser().parse_args([*options, "--mask-generator", "philox7"])
