@@ -5,7 +5,8 @@ ratio taken in the same run, with the variants interleaved round by round and
 the median kept. Sections:
 
 1. ``dropout``: forward and forward+backward of dropout on float32 arrays of
-   1M, 4M and 16M elements: jaxdrop (8-, 16- and 32-bit masks) against
+   1M, 4M and 16M elements: jaxdrop (8-, 16- and 32-bit masks, and 16-bit
+   masks from a ``jaxdrop.PHILOX7`` key) against
    ``flax.linen.Dropout``, ``jax.random.bernoulli`` + ``where``, a plain copy
    (the memory-bandwidth yardstick) and ``torch.nn.functional.dropout`` when
    torch is installed.
@@ -103,11 +104,17 @@ def _copy(key, x):
   return x * 1.0001  # a fresh output of the same size: what any out-of-place op must at least pay
 
 
+def _philox7(key):
+  """The key's words as a key of ``jaxdrop.PHILOX7``: the opt-in 7-round generator."""
+  return jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
+
+
 def dropout_variants() -> dict[str, Callable]:
   return {
       "jaxdrop 16-bit (default)": lambda k, x: jaxdrop.dropout(k, x, 0.5),
       "jaxdrop 8-bit": lambda k, x: jaxdrop.dropout(k, x, 0.5, mask_bits=8),
       "jaxdrop 32-bit": lambda k, x: jaxdrop.dropout(k, x, 0.5, mask_bits=32),
+      "jaxdrop 16-bit, PHILOX7 key": lambda k, x: jaxdrop.dropout(_philox7(k), x, 0.5),
       "flax.linen.Dropout": _flax_dropout,
       "bernoulli + where": _bernoulli_where,
       "copy (yardstick)": _copy,

@@ -13,10 +13,12 @@ attention gradient step of ``benchmarks.attention_long`` (B=2, H=8, d=64,
 dropout 0.1, a mask per example and head), causal and not, at those lengths
 (3 rounds: a step takes seconds). ``--rounds R`` sets the Philox rounds of
 REV's copy to R (``HEAD --rounds 7``: what a cheaper generator would buy; a
-measurement only, the copy draws other masks).
+measurement only, the copy draws other masks). ``--philox7`` gives this
+checkout's side keys of ``jaxdrop.PHILOX7`` (the opt-in 7-round generator:
+other masks, so its values are not the same by design) and REV's the default.
 
 Run: python benchmarks/compare_revisions.py REV [--reps N] [--sizes 1M 4M 16M] [--steps]
-[--attention 2048 4096] [--rounds R]
+[--attention 2048 4096] [--rounds R] [--philox7]
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ def main(argv=None) -> int:
                       help="also blockwise attention gradient steps, causal and not, at these lengths")
   parser.add_argument("--rounds", type=int, choices=range(1, 11), metavar="{1..10}",
                       help="Philox rounds of REV's copy (default: as at REV, 10)")
+  parser.add_argument("--philox7", action="store_true",
+                      help="this checkout's side draws its masks from jaxdrop.PHILOX7 keys (other masks)")
   args = parser.parse_args(argv)
+  this_key = _as_philox7 if args.philox7 else (lambda key: key)
   with tempfile.TemporaryDirectory() as tmp:
     old = package_at(args.rev, Path(tmp))
     if args.rounds is not None:
@@ -74,6 +79,7 @@ def main(argv=None) -> int:
     print("| size | variant | pass | this | at rev | this ÷ rev | same values |")
     print("|---|---|---|---|---|---|---|")
     key = jax.random.key(0)
+    keys = {"this": this_key(key), "rev": key}
     for label in args.sizes:
       size = int(label.rstrip("M")) << 20
       x = jnp.linspace(-1.0, 1.0, size, dtype=jnp.float32).reshape(-1, 1024)
@@ -83,10 +89,11 @@ def main(argv=None) -> int:
           f = lambda k, x, m=module, kw=kwargs: m.dropout(k, x, 0.5, **kw)
           fwd = jax.jit(f)
           grad = jax.jit(jax.grad(lambda x, k, f=f: jnp.sum(f(k, x) * x)))
-          fns[(variant, "forward", name)] = lambda fwd=fwd: jax.block_until_ready(fwd(key, x))
-          fns[(variant, "forward+backward", name)] = lambda grad=grad: jax.block_until_ready(grad(x, key))
+          fns[(variant, "forward", name)] = lambda fwd=fwd, k=keys[name]: jax.block_until_ready(fwd(k, x))
+          fns[(variant, "forward+backward", name)] = lambda grad=grad, k=keys[name]: jax.block_until_ready(
+              grad(x, k))
         with jax.debug_key_reuse(False):
-          same[variant] = bool(jnp.array_equal(jaxdrop.dropout(key, x, 0.5, **kwargs),
+          same[variant] = bool(jnp.array_equal(jaxdrop.dropout(keys["this"], x, 0.5, **kwargs),
                                                 old.dropout(key, x, 0.5, **kwargs)))
       with jax.debug_key_reuse(False):
         medians = interleaved_medians(fns, args.reps)
@@ -95,10 +102,15 @@ def main(argv=None) -> int:
           this, rev = medians[(variant, kind, "this")] * 1e3, medians[(variant, kind, "rev")] * 1e3
           print(f"| {label} | {variant} | {kind} | {this:.2f} | {rev:.2f} | {this / rev:.2f} | {same[variant]} |")
     if args.steps:
-      compare_steps(old, args.reps)
+      compare_steps(old, args.reps, this_key)
     if args.attention:
-      compare_attention(old, args.attention)
+      compare_attention(old, args.attention, this_key=this_key)
   return 0
+
+
+def _as_philox7(key):
+  """The key's words as a key of ``jaxdrop.PHILOX7``."""
+  return jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
 
 
 def mlp_step(dropout):
@@ -121,8 +133,9 @@ def mlp_step(dropout):
   return jax.jit(step)
 
 
-def compare_steps(old, reps: int) -> None:
-  """Prints E2's MLP step with this checkout's and ``old``'s dropout and without dropout, interleaved."""
+def compare_steps(old, reps: int, this_key=lambda key: key) -> None:
+  """Prints E2's MLP step with this checkout's and ``old``'s dropout and without dropout, interleaved
+  (``this_key``: the key this checkout's step gets, from the one ``old``'s gets)."""
   sizes = (784, 256, 256, 10)
   keys = jax.random.split(jax.random.key(1), len(sizes))
   params = [(jax.random.normal(k, (a, b)) * 0.05, jnp.zeros(b)) for k, a, b in zip(keys, sizes, sizes[1:])]
@@ -131,12 +144,13 @@ def compare_steps(old, reps: int) -> None:
   print("| E2 MLP batch | this ms | at rev ms | no dropout ms | this overhead | rev overhead | same values |")
   print("|---|---|---|---|---|---|---|")
   key = jax.random.key(2)
+  keys = {"this": this_key(key), "rev": key, "none": key}
   for batch in (256, 1024):
     x = jax.random.normal(jax.random.key(3), (batch, 784))
     y = jax.random.randint(jax.random.key(4), (batch,), 0, 10)
-    fns = {name: (lambda f=f: jax.block_until_ready(f(params, key, x, y))) for name, f in steps.items()}
+    fns = {name: (lambda f=f, k=keys[name]: jax.block_until_ready(f(params, k, x, y))) for name, f in steps.items()}
     with jax.debug_key_reuse(False):
-      this_out, rev_out = steps["this"](params, key, x, y), steps["rev"](params, key, x, y)
+      this_out, rev_out = steps["this"](params, keys["this"], x, y), steps["rev"](params, key, x, y)
       same = all(bool(jnp.array_equal(a, b)) for a, b in zip(jax.tree.leaves(this_out), jax.tree.leaves(rev_out)))
       medians = interleaved_medians(fns, reps)
     ms = {name: value * 1e3 for name, value in medians.items()}
@@ -145,12 +159,14 @@ def compare_steps(old, reps: int) -> None:
 
 
 
-def compare_attention(old, lengths, reps: int = 3) -> None:
-  """Prints ``attention_long``'s blockwise gradient step with this checkout and ``old``, causal and not."""
+def compare_attention(old, lengths, reps: int = 3, this_key=lambda key: key) -> None:
+  """Prints ``attention_long``'s blockwise gradient step with this checkout and ``old``, causal and not
+  (``this_key`` as in :func:`compare_steps`)."""
   print()
   print("| L | mask | this ms | at rev ms | this ÷ rev | same values |")
   print("|---|---|---|---|---|---|")
   key = jax.random.key(1)
+  keys = {"this": this_key(key), "rev": key}
   for length in lengths:
     q, k, v = attention_long._inputs(length, attention_long.HEADS, attention_long.DEPTH, attention_long.BATCH)
     fns, same = {}, {}
@@ -159,10 +175,10 @@ def compare_attention(old, lengths, reps: int = 3) -> None:
       for name, module in (("this", jaxdrop), ("rev", old)):
         fn = attention_long.attention_fn("blockwise", causal, library=module)
         steps[name] = attention_long.gradient_step(fn)
-        fns[(causal, name)] = lambda f=steps[name]: jax.block_until_ready(f(q, k, v, key))
+        fns[(causal, name)] = lambda f=steps[name], kk=keys[name]: jax.block_until_ready(f(q, k, v, kk))
       with jax.debug_key_reuse(False):
         same[causal] = all(bool(jnp.array_equal(a, b)) for a, b in
-                           zip(steps["this"](q, k, v, key), steps["rev"](q, k, v, key), strict=True))
+                           zip(steps["this"](q, k, v, keys["this"]), steps["rev"](q, k, v, key), strict=True))
     with jax.debug_key_reuse(False):
       medians = interleaved_medians(fns, reps, warmup=1)  # the values check above ran each step once already
     for causal in (True, False):

@@ -3,6 +3,8 @@
 For each model the same network is built three ways: ``none`` (every rate 0:
 no dropout at all), ``jaxdrop`` (``jaxdrop.linen`` layers, jaxdrop's attention
 dropout) and ``flax`` (``flax.linen.Dropout``, Flax's attention dropout), and
+a fourth, ``philox7``, is ``jaxdrop`` given a dropout key of
+``jaxdrop.PHILOX7`` (the opt-in 7-round generator: other masks). All are
 trained by the engine's step (:func:`jaxdrop.training.make_train_step`, SGD,
 fixed random data) on both of the engine's paths:
 
@@ -10,7 +12,7 @@ fixed random data) on both of the engine's paths:
 - ``scan``: the engine's epoch (:func:`jaxdrop.training.make_train_epoch`,
   ``path="scan"``), ``steps`` batches in one compiled ``lax.scan``, per step.
 
-Times are medians over ``reps`` rounds with the three variants interleaved
+Times are medians over ``reps`` rounds with the variants interleaved
 round by round (one warm-up call each), so a loaded machine slows them alike;
 the overhead is ``variant / none - 1``. The memory is the compiled temporary
 memory of one ``loop`` step. Models:
@@ -49,9 +51,9 @@ from experiments.timing import interleaved_medians
 from jaxdrop import training
 from jaxdrop import linen as jdl
 
-__all__ = ["MODELS", "VARIANTS", "bench_step_overhead", "build", "main", "render"]
+__all__ = ["MODELS", "VARIANTS", "bench_step_overhead", "build", "dropout_key", "main", "render"]
 
-VARIANTS = ("none", "jaxdrop", "flax")
+VARIANTS = ("none", "jaxdrop", "flax", "philox7")
 MODELS = ("e2_mlp_256", "e2_mlp_1024", "e4_cnn", "e8_vit", "encoder")
 QUICK = {"models": ("e2_mlp_256", "e8_vit"), "reps": 1, "steps": 2, "tiny": True}
 
@@ -90,14 +92,14 @@ class Encoder(nn.Module):
 
 
 def _layer(variant: str):
-  return {"none": None, "jaxdrop": jdl.Dropout, "flax": nn.Dropout}[variant]
+  return {"none": None, "jaxdrop": jdl.Dropout, "flax": nn.Dropout, "philox7": jdl.Dropout}[variant]
 
 
 def build(model: str, variant: str, tiny: bool = False) -> tuple[nn.Module, tuple[int, ...], int]:
   """``(module, input shape of one batch, batch size)`` of ``model`` built as ``variant``; ``tiny`` shrinks
   the inputs and widths (tests)."""
   rate = lambda r: 0.0 if variant == "none" else r  # noqa: E731
-  impl = "flax" if variant == "flax" else "jaxdrop"
+  impl = "flax" if variant == "flax" else "jaxdrop"  # philox7 is jaxdrop's network (another key)
   if model.startswith("e2_mlp_"):
     batch = 16 if tiny else int(model.removeprefix("e2_mlp_"))
     layer = _layer(variant)
@@ -116,6 +118,14 @@ def build(model: str, variant: str, tiny: bool = False) -> tuple[nn.Module, tupl
   raise ValueError(f"model: {model!r} is not one of {MODELS}.")
 
 
+def dropout_key(variant: str) -> jax.Array:
+  """The steps' dropout key: the engine's for seed 0, its words as a ``jaxdrop.PHILOX7`` key for ``philox7``."""
+  key = training.run_keys(0)["dropout"]
+  if variant == "philox7":
+    key = jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
+  return key
+
+
 def _runs(model: str, variant: str, steps: int, tiny: bool) -> tuple[dict[str, Callable[[], Any]], int]:
   """``{path: thunk}`` (one loop step; ``steps`` scanned steps) and the loop step's compiled temp bytes."""
   module, shape, batch = build(model, variant, tiny)
@@ -125,7 +135,7 @@ def _runs(model: str, variant: str, steps: int, tiny: bool) -> tuple[dict[str, C
   task = linen_task(module)
   params = module.init(jax.random.key(0), x[:1], train=False)["params"]
   state = training.TrainState.create(apply_fn=task.apply, params=params, tx=jaxdrop.sgd(1e-3))
-  key = training.run_keys(0)["dropout"]
+  key = dropout_key(variant)
   indices, weights = training.batch_plan(None, steps * batch, batch)
   step = jax.jit(training.make_train_step(task)).lower(state, x, y, indices[0], weights[0], key).compile()
   epoch = training.make_train_epoch(task, batch, "scan")
@@ -163,15 +173,17 @@ def bench_step_overhead(models: Sequence[str] = MODELS, reps: int = 5, steps: in
 def render(rows: list[dict[str, Any]]) -> str:
   """The Markdown table: per model and path, each variant's ms per step, overhead and memory."""
   lines = ["| model | path | none (ms) | jaxdrop (ms) | jaxdrop overhead | flax (ms) | flax overhead |"
-           " jaxdrop / flax overhead | temp MiB none / jaxdrop / flax |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           " jaxdrop / flax overhead | PHILOX7 key (ms) | PHILOX7 overhead |"
+           " temp MiB none / jaxdrop / flax / PHILOX7 |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   by = {(r["model"], r["path"], r["variant"]): r for r in rows}
   for model, path in dict.fromkeys((r["model"], r["path"]) for r in rows):
-    n, j, f = (by[(model, path, v)] for v in VARIANTS)
+    n, j, f, s = (by[(model, path, v)] for v in VARIANTS)
     ratio = j["overhead_pct"] / f["overhead_pct"] if f["overhead_pct"] > 0 else float("nan")
     lines.append(f"| {model} | {path} | {n['ms']:,.2f} | {j['ms']:,.2f} | {j['overhead_pct']:+.1f} % |"
                  f" {f['ms']:,.2f} | {f['overhead_pct']:+.1f} % | {ratio:.2f} |"
-                 f" {n['temp_mib']:,.2f} / {j['temp_mib']:,.2f} / {f['temp_mib']:,.2f} |")
+                 f" {s['ms']:,.2f} | {s['overhead_pct']:+.1f} % |"
+                 f" {n['temp_mib']:,.2f} / {j['temp_mib']:,.2f} / {f['temp_mib']:,.2f} / {s['temp_mib']:,.2f} |")
   return "\n".join(lines)
 
 

@@ -21,3 +21,12 @@ def test_fewer_rounds_draw_other_masks(capsys):
   assert compare_revisions.main(["HEAD", "--rounds", "7", "--sizes", "1M", "--reps", "1"]) == 0
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1M |")]
   assert len(rows) == 6 and all(row.endswith("| False |") for row in rows)
+
+
+def test_philox7_keys_on_this_side_draw_other_masks(capsys):
+  assert compare_revisions.main(["HEAD", "--philox7", "--sizes", "1M", "--reps", "1"]) == 0
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1M |")]
+  assert len(rows) == 6 and all(row.endswith("| False |") for row in rows)
+  compare_revisions.compare_steps(jaxdrop, reps=1, this_key=compare_revisions._as_philox7)
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 256 |", "| 1024 |"))]
+  assert len(rows) == 2 and all(row.endswith("| False |") for row in rows)

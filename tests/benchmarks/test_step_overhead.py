@@ -1,11 +1,12 @@
 """The step_overhead bench section (benchmarks/step_overhead.py) at tiny sizes: every model, path and variant
-runs, the three variants are the same network (same parameters), and the table is rendered (no timing
+runs, the variants are the same network (same parameters), and the table is rendered (no timing
 asserted)."""
 
 import jax
 import numpy as np
 import pytest
 
+import jaxdrop
 from benchmarks import bench, step_overhead
 
 
@@ -25,7 +26,7 @@ def test_the_section_runs_every_path_and_variant():
 
 @pytest.mark.parametrize("model", step_overhead.MODELS)
 def test_the_variants_are_the_same_network(model):
-  # Dropout adds no parameters: the three variants initialize bitwise the same parameters, so the overheads
+  # Dropout adds no parameters: the variants initialize bitwise the same parameters, so the overheads
   # compare the same steps; without dropout, training and evaluation give the same output.
   x = None
   params = {}
@@ -36,10 +37,15 @@ def test_the_variants_are_the_same_network(model):
     if variant == "none":
       train = module.apply(params[variant], x, train=True, rngs={"dropout": jax.random.key(1)})
       np.testing.assert_array_equal(train, module.apply(params[variant], x, train=False))
-  for variant in ("jaxdrop", "flax"):
+  for variant in ("jaxdrop", "flax", "philox7"):
     assert jax.tree.structure(params[variant]) == jax.tree.structure(params["none"])
     for a, b in zip(jax.tree.leaves(params[variant]), jax.tree.leaves(params["none"]), strict=True):
       np.testing.assert_array_equal(a, b)
+
+
+def test_the_philox7_variant_trains_with_the_7_round_generator():
+  assert jaxdrop.mask_generator(step_overhead.dropout_key("philox7")) == jaxdrop.MASK_GENERATOR_7
+  assert jaxdrop.mask_generator(step_overhead.dropout_key("jaxdrop")) == jaxdrop.MASK_GENERATOR
 
 
 def test_unknown_models_are_refused():
