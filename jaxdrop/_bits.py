@@ -39,11 +39,13 @@ products are written as ``uint64`` multiplications, because ``lax.mulhi``
 
 A cheaper generator, as an opt-in: a key of :data:`PHILOX7` (``jax.random.key(0,
 impl=jaxdrop.PHILOX7)``) is a Philox-4x32 key of 7 rounds, the generator that
-FlashAttention's dropout uses, and its masks come from 7-round Philox: its seed
-is itself a ``PHILOX7`` key, whose type the kernels read when they are traced.
-Everything else (the layout, the lanes, partitioning) is the same, so its masks
-are tiled, sharded and batched exactly as the default's, and
-:func:`mask_generator` names them.
+FlashAttention's dropout uses, and its masks come from 7-round Philox, each
+hash giving four words (word ``j`` is word ``j % 4`` of the hash of ``j // 4``):
+its seed is itself a ``PHILOX7`` key, whose type the kernels read when they are
+traced. The lanes and partitioning are the same, so its masks are tiled,
+sharded and batched exactly as the default's, and :func:`mask_generator` names
+them. Elementwise, each element still hashes its own word's counter; the
+packed mask of XLA:CPU (:mod:`jaxdrop._packed_mask`) hashes each counter once.
 
 On a one-device process nothing is partitioned, and cheaper forms give the
 same bits: the ``m`` words are drawn as one flat stream and reshaped, with
@@ -66,13 +68,13 @@ from jax import export, lax
 from jax.custom_batching import custom_vmap
 
 __all__ = ["MASK_GENERATOR", "MASK_GENERATOR_7", "PHILOX", "PHILOX7", "bernoulli_lanes", "derive_seed",
-           "mask_generator", "random_words", "stream_key", "tile_bernoulli", "tile_lanes"]
+           "mask_generator", "philox7_quads", "random_words", "stream_key", "tile_bernoulli", "tile_lanes"]
 
 GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
 #: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
 #: layout). Runs record it, and a change to the masks must change it.
 MASK_GENERATOR = "philox4x32-10 counter lanes (8/16/32-bit), jaxdrop stream v1"
-MASK_GENERATOR_7 = "philox4x32-7 counter lanes (8/16/32-bit), jaxdrop stream v1"  # keys of PHILOX7
+MASK_GENERATOR_7 = "philox4x32-7 four-word counter lanes (8/16/32-bit), jaxdrop stream v1"  # keys of PHILOX7
 
 _M0, _M1 = np.uint32(0xD2511F53), np.uint32(0xCD9E8D57)  # Philox-4x32 multipliers (Random123)
 _W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl constants that bump the key
@@ -226,11 +228,29 @@ def _philox_of(seed: jax.Array, x0, x1, x2, x3) -> tuple[jax.Array, ...]:
 
 
 def _hash(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> jax.Array:
-  """The stream's word at the counter ``(hi, lo)`` (elementwise): the XOR of the four words of the seed's
-  Philox at ``(hi, lo, 0, 0)``."""
+  """The stream's word number ``(hi, lo)`` (its high and low 32 bits; elementwise).
+
+  The default stream's word ``j`` is the XOR of the four words of Philox-4x32-10 at the counter ``(0, j, 0,
+  0)`` (as ``jax.random``'s ``philox4x32``); a :data:`PHILOX7` stream's word ``j`` is word ``j % 4`` of
+  Philox-4x32-7 at the counter ``(0, j // 4, 0, 0)``, so that one hash can give four words
+  (:func:`philox7_quads`).
+  """
   zero = jnp.zeros((), _U32)
-  outs = _philox_of(seed, hi, lo, zero, zero)
-  return outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
+  if not _is_key(seed):
+    outs = _philox_of(seed, hi, lo, zero, zero)
+    return outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
+  two = jnp.uint32(2)
+  part = lo & jnp.uint32(3)
+  outs = philox7_quads(seed, hi >> two, (lo >> two) | (hi << jnp.uint32(30)))
+  low, high = jnp.where(part == 0, outs[0], outs[1]), jnp.where(part == two, outs[2], outs[3])
+  return jnp.where(part < two, low, high)
+
+
+def philox7_quads(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> tuple[jax.Array, ...]:
+  """Words ``4q .. 4q + 3`` of a :data:`PHILOX7` seed's stream, for the quad number ``q = (hi, lo)``: the four
+  words of one Philox-4x32-7 hash (elementwise)."""
+  zero = jnp.zeros((), _U32)
+  return _philox_of(seed, hi, lo, zero, zero)
 
 
 def _words_for(size, lanes_per_word: int):
@@ -242,8 +262,8 @@ def _words_for(size, lanes_per_word: int):
 def random_words(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """``uint32`` words of ``shape``: the stream's word ``i`` at row-major position ``i``.
 
-  Bitwise ``jax.random.bits(jax.random.wrap_key_data(seed, impl="philox4x32"), shape)`` (for a
-  :data:`PHILOX7` seed, ``jax.random.bits(seed, shape)``), computed elementwise from each position
+  For ``uint32`` seeds, bitwise ``jax.random.bits(jax.random.wrap_key_data(seed, impl="philox4x32"),
+  shape)``; for a :data:`PHILOX7` seed, its stream (:func:`_hash`). Computed elementwise from each position
   (partitionable).
   """
   hi, lo, _ = _counters(shape, 1)
@@ -280,7 +300,7 @@ def mask_generator(key: jax.Array) -> str:
     >>> jaxdrop.mask_generator(jax.random.key(0)) == jaxdrop.MASK_GENERATOR
     True
     >>> jaxdrop.mask_generator(jax.random.key(0, impl=jaxdrop.PHILOX7))
-    'philox4x32-7 counter lanes (8/16/32-bit), jaxdrop stream v1'
+    'philox4x32-7 four-word counter lanes (8/16/32-bit), jaxdrop stream v1'
   """
   return MASK_GENERATOR_7 if _is_philox7(key) else MASK_GENERATOR
 

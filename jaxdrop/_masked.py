@@ -106,8 +106,17 @@ def _select(mask, x, scale, shift, fill):
 def masked_affine_stored(
     seed, x, threshold, scale, shift=None, fill=None, *, mask_shape, bits, materialize=True
 ):
-  """``where(mask, x * scale + shift, fill)``, differentiated by plain autodiff."""
-  mask = bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=materialize)
+  """``where(mask, x * scale + shift, fill)``, differentiated by plain autodiff.
+
+  On XLA:CPU (``materialize``) a :data:`jaxdrop.PHILOX7` mask that :func:`packable` allows is packed and
+  unpacked, which hashes each counter once for its four words; the bits are the same.
+  """
+  whole = lambda: bernoulli_lanes(seed, mask_shape, threshold, bits, materialize=materialize)
+  if materialize and _bits._is_key(seed) and packable(mask_shape, bits):
+    packed = lambda: unpack_mask(pack_mask(seed, mask_shape, threshold, bits), mask_shape)
+    mask = lax.platform_dependent(cpu=packed, default=whole)
+  else:
+    mask = whole()
   return _select(mask, x, scale, shift, fill)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import jaxdrop
 import jaxdrop.linen as jdl
-from jaxdrop import _bits
+from jaxdrop import _bits, _packed_mask
 from jaxdrop._masked import keep_for
 from tests._asserts import vjp_residuals
 
@@ -51,11 +51,15 @@ def key7(i=0):
 
 
 def reference_stream(rounds, seed, count):
-  """The documented stream: word ``j`` is the XOR of the four words of Philox-4x32 (of ``rounds`` rounds) at
-  the counter ``(0, j, 0, 0)``."""
+  """The documented streams: word ``j`` is the XOR of the four words of Philox-4x32-10 at the counter ``(0, j,
+  0, 0)``, or, for 7 rounds, word ``j % 4`` of Philox-4x32-7 at ``(0, j // 4, 0, 0)``."""
+  j = np.arange(count, dtype=np.uint64)
   zero = np.zeros(count, np.uint64)
-  out = numpy_philox(rounds, [zero, np.arange(count, dtype=np.uint64), zero, zero], seed)
-  return out[0] ^ out[1] ^ out[2] ^ out[3]
+  if rounds == 10:
+    out = numpy_philox(10, [zero, j, zero, zero], seed)
+    return out[0] ^ out[1] ^ out[2] ^ out[3]
+  out = np.stack(numpy_philox(7, [zero, j // np.uint64(4), zero, zero], seed))
+  return out[(j % np.uint64(4)).astype(int), np.arange(count)]
 
 
 def reference_mask(key, shape, rate, bits=16, rounds=7):  # key: a fresh one (the suite checks key reuse)
@@ -172,3 +176,25 @@ def test_lowers_for_gpu_and_tpu():
   data = jax.random.key_data(key7(0))
   exported = jax.export.export(jax.jit(f), platforms=("cpu", "cuda", "tpu"))(data, jnp.ones((64, 32)))
   np.testing.assert_array_equal(exported.call(data, jnp.ones((64, 32))), f(data, jnp.ones((64, 32))))
+
+
+@pytest.mark.parametrize("bits", [8, 16, 32])
+@pytest.mark.parametrize("shape", [(64,), (16, 48), (4, 6, 32)])
+def test_the_packed_mask_hashes_quads_and_holds_the_streams_bits(bits, shape):
+  threshold = keep_for(0.3, bits).threshold
+  packed = _packed_mask.pack_mask(_bits.derive_seed(key7(8)), shape, threshold, bits)
+  np.testing.assert_array_equal(_packed_mask.unpack_mask(packed, shape),
+                                _bits.bernoulli_lanes(_bits.derive_seed(key7(8)), shape, threshold, bits))
+  np.testing.assert_array_equal(_packed_mask.unpack_mask(packed, shape), reference_mask(key7(8), shape, 0.3, bits))
+
+
+@pytest.mark.parametrize("word", [5, 2**32 - 1, 2**32, 3 * 2**32 + 9, 2**34 + 6, 2**40 + 3])
+def test_word_numbers_past_32_bits_split_into_quad_and_part(word):
+  seed = _bits.derive_seed(key7(9))
+  with _bits._wide(True):
+    hi, lo = _bits._word_counter(jnp.asarray(np.uint64(word)))
+    got = int(_bits._hash(seed, hi, lo))
+  quad = word // 4
+  out = numpy_philox(7, [np.uint64(quad >> 32), np.uint64(quad & 0xFFFFFFFF), np.uint64(0), np.uint64(0)],
+                     np.asarray(_bits._seed_words(seed)))
+  assert got == int(out[word % 4])
