@@ -290,10 +290,13 @@ def mask_generator(key: jax.Array) -> str:
   """The name of the generator that jaxdrop draws the masks of ``key`` from.
 
   Args:
-    key: a PRNG key (typed or legacy).
+    key: a PRNG key, typed or legacy (``uint32[2]``), or a batch of them.
 
   Returns:
     :data:`MASK_GENERATOR_7` for a key of :data:`PHILOX7`, else :data:`MASK_GENERATOR`.
+
+  Raises:
+    TypeError: if ``key`` is not a key.
 
   Example:
     >>> import jax, jaxdrop
@@ -302,6 +305,10 @@ def mask_generator(key: jax.Array) -> str:
     >>> jaxdrop.mask_generator(jax.random.key(0, impl=jaxdrop.PHILOX7))
     'philox4x32-7 four-word counter lanes (8/16/32-bit), jaxdrop stream v1'
   """
+  dtype = getattr(key, "dtype", None)
+  if not (_is_key(key) or (dtype == _U32 and jnp.shape(key)[-1:] == (2,))):
+    what = f"an array of {dtype}{jnp.shape(key)}" if dtype is not None else type(key).__name__
+    raise TypeError(f"jaxdrop.mask_generator takes a PRNG key, e.g. jax.random.key(0), got {what}.")
   return MASK_GENERATOR_7 if _is_philox7(key) else MASK_GENERATOR
 
 

@@ -7,9 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import jaxdrop
 import jaxdrop.linen as jdl
+import jaxdrop.nnx as jdx
 from jaxdrop import _bits, _packed_mask
 from jaxdrop._masked import keep_for
 from tests._asserts import vjp_residuals
@@ -107,6 +109,10 @@ def test_mask_generator_names_the_generator_of_each_key_type():
     assert jaxdrop.mask_generator(key) == jaxdrop.MASK_GENERATOR
   assert jaxdrop.MASK_GENERATOR_7 != jaxdrop.MASK_GENERATOR
   assert jaxdrop.mask_generator(jax.random.fold_in(key7(), 3)) == jaxdrop.MASK_GENERATOR_7  # follows the key
+  assert jaxdrop.mask_generator(jax.random.split(key7(), 3)) == jaxdrop.MASK_GENERATOR_7  # a batch of keys
+  for not_a_key in ("key", 0, jnp.zeros(2), jnp.zeros(3, jnp.uint32)):
+    with pytest.raises(TypeError, match="jaxdrop.mask_generator takes a PRNG key"):
+      jaxdrop.mask_generator(not_a_key)
 
 
 def test_a_philox7_key_is_philox_4x32_7_for_jax_random_too():
@@ -167,6 +173,13 @@ def test_linen_dropout_follows_the_rngs_key_type():
   np.testing.assert_array_equal(seven, layer.apply({}, x, deterministic=False, rngs={"dropout": key7(1)}))
   default = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
   assert np.mean(np.asarray(seven) != np.asarray(default)) > 0.3
+
+
+def test_nnx_dropout_follows_the_rngs_key_type():
+  x = jnp.ones((8, 256))
+  y = jdx.Dropout(0.5)(x, rngs=nnx.Rngs(dropout=key7(2)))
+  drawn = lambda: nnx.Rngs(dropout=key7(2)).dropout()  # the key the layer draws from its stream
+  np.testing.assert_array_equal(np.asarray(y) != 0, reference_mask(drawn(), x.shape, 0.5))
 
 
 def test_lowers_for_gpu_and_tpu():
