@@ -41,7 +41,8 @@ __version__ = "0.1.0"
 #: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
 #: layout). Runs record it, and a change to the masks must change it.
 MASK_GENERATOR = _bits.MASK_GENERATOR
-#: The name of the masks drawn for keys of :data:`PHILOX7` (7-round Philox), which runs record instead.
+#: The name and version of the masks drawn for keys of :data:`PHILOX7` (7-round Philox, four words a hash);
+#: runs record it beside :data:`MASK_GENERATOR`.
 MASK_GENERATOR_7 = _bits.MASK_GENERATOR_7
 #: A ``jax.random`` key implementation, Philox-4x32 of 7 rounds: jaxdrop draws the masks of
 #: ``jax.random.key(seed, impl=jaxdrop.PHILOX7)`` from it (an opt-in, cheaper generator; see
