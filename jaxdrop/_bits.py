@@ -68,7 +68,7 @@ from jax import export, lax
 from jax.custom_batching import custom_vmap
 
 __all__ = ["MASK_GENERATOR", "MASK_GENERATOR_7", "PHILOX", "PHILOX7", "bernoulli_lanes", "derive_seed",
-           "mask_generator", "philox7_quads", "random_words", "stream_key", "tile_bernoulli", "tile_lanes"]
+           "hash_words", "mask_generator", "random_words", "stream_key", "tile_bernoulli", "tile_lanes"]
 
 GENERATOR = "philox4x32"  # the jax.random implementation whose bits the stream reproduces
 #: The name and version of what decides the mask bits drawn for a key (the generator, its rounds, the lane
@@ -220,37 +220,30 @@ def _unkeyed(gen, seed):
   return (lambda words, *rest: gen(jax.random.wrap_key_data(words, impl=PHILOX7), *rest)), _seed_words(seed)
 
 
-def _philox_of(seed: jax.Array, x0, x1, x2, x3) -> tuple[jax.Array, ...]:
-  """The generator of ``seed`` at the counter ``(x0, x1, x2, x3)``: Philox-4x32-10 for ``uint32[2]`` words,
-  Philox-4x32-7 for a :data:`PHILOX7` key (read from the seed's type, when it is traced)."""
-  words = _seed_words(seed)
-  return _philox(words[0], words[1], x0, x1, x2, x3, _ROUNDS_7 if _is_key(seed) else _ROUNDS)
-
-
 def _hash(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> jax.Array:
   """The stream's word number ``(hi, lo)`` (its high and low 32 bits; elementwise).
 
   The default stream's word ``j`` is the XOR of the four words of Philox-4x32-10 at the counter ``(0, j, 0,
   0)`` (as ``jax.random``'s ``philox4x32``); a :data:`PHILOX7` stream's word ``j`` is word ``j % 4`` of
   Philox-4x32-7 at the counter ``(0, j // 4, 0, 0)``, so that one hash can give four words
-  (:func:`philox7_quads`).
+  (:func:`hash_words`).
   """
-  zero = jnp.zeros((), _U32)
   if not _is_key(seed):
-    outs = _philox_of(seed, hi, lo, zero, zero)
+    outs = hash_words(seed, hi, lo)
     return outs[0] ^ outs[1] ^ outs[2] ^ outs[3]
   two = jnp.uint32(2)
   part = lo & jnp.uint32(3)
-  outs = philox7_quads(seed, hi >> two, (lo >> two) | (hi << jnp.uint32(30)))
+  outs = hash_words(seed, hi >> two, (lo >> two) | (hi << jnp.uint32(30)))
   low, high = jnp.where(part == 0, outs[0], outs[1]), jnp.where(part == two, outs[2], outs[3])
   return jnp.where(part < two, low, high)
 
 
-def philox7_quads(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> tuple[jax.Array, ...]:
-  """Words ``4q .. 4q + 3`` of a :data:`PHILOX7` seed's stream, for the quad number ``q = (hi, lo)``: the four
-  words of one Philox-4x32-7 hash (elementwise)."""
-  zero = jnp.zeros((), _U32)
-  return _philox_of(seed, hi, lo, zero, zero)
+def hash_words(seed: jax.Array, hi: jax.Array, lo: jax.Array) -> tuple[jax.Array, ...]:
+  """The four words of the seed's Philox at the counter ``(hi, lo, 0, 0)`` (elementwise): for a
+  :data:`PHILOX7` seed, words ``4q .. 4q + 3`` of its stream for the quad number ``q = (hi, lo)``. The seed's
+  type, read when it is traced, gives the rounds: 10 for ``uint32[2]`` words, 7 for a :data:`PHILOX7` key."""
+  words, zero = _seed_words(seed), jnp.zeros((), _U32)
+  return _philox(words[0], words[1], hi, lo, zero, zero, _ROUNDS_7 if _is_key(seed) else _ROUNDS)
 
 
 def _words_for(size, lanes_per_word: int):

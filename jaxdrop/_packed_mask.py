@@ -15,7 +15,7 @@ lane ``i // m`` of word ``i % m`` (``m = n / k``, :mod:`jaxdrop._bits`): the
 ``k`` lanes of words ``8c .. 8c + 7`` give byte ``c`` of each of the ``k``
 parts of the mask, computed by one reduction with ``k`` outputs, which reads
 each word once. For a :data:`jaxdrop.PHILOX7` seed, words ``8c .. 8c + 7`` are
-the four words of each of two hashes (:func:`jaxdrop._bits.philox7_quads`), so
+the four words of each of two hashes (:func:`jaxdrop._bits.hash_words`), so
 the reduction runs over those two and each hash is computed once for its four
 words. The bits are those of :func:`jaxdrop._bits.bernoulli_lanes`.
 """
@@ -86,7 +86,7 @@ def _quads(seed: jax.Array, groups: int) -> tuple[jax.Array, ...]:
     dtype = jnp.uint64 if wide else jnp.uint32
     quad = (lax.broadcasted_iota(dtype, (groups, 2), 0) * jnp.asarray(2, dtype)
             + lax.broadcasted_iota(dtype, (groups, 2), 1))
-    return _bits.philox7_quads(seed, *_bits._word_counter(quad))
+    return _bits.hash_words(seed, *_bits._word_counter(quad))
 
 
 def unpack_mask(packed: jax.Array, shape: tuple) -> jax.Array:
