@@ -22,6 +22,7 @@ import jax
 
 from experiments.data import DATASETS
 from experiments.errors import ConfigError
+from jaxdrop.training import MaskGenerator
 
 __all__ = ["RENAMED", "RUN_CONTROL", "Config", "config_values", "flag", "option", "result_options", "shown"]
 
@@ -88,7 +89,7 @@ class Config:
   mask_generator: str = option(
       "philox4x32-10", "what the training steps' dropout masks are drawn from: jaxdrop's default generator, or"
       " the cheaper opt-in 7-round Philox (jaxdrop.PHILOX7 keys: other masks, recorded in record.json)",
-      choices=("philox4x32-10", "philox4x32-7"),
+      choices=typing.get_args(MaskGenerator),
   )
   devices: int = option(1, "data-parallel training: split each batch over this many local devices (0: all)")
   checkpoint_every: int = option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Literal
 
 import numpy as np
@@ -80,7 +81,7 @@ class FitOptions:
         isinstance(k, str) and isinstance(v, (str, bool, int, float)) for k, v in options.items()))):
       raise ValueError(f"FitOptions.compiler_options must be 'auto', None or a dict of XLA option names to"
                        f" values, got {options!r}.")
-    if self.mask_generator not in ("philox4x32-10", "philox4x32-7"):
+    if self.mask_generator not in typing.get_args(MaskGenerator):
       raise ValueError(f"FitOptions.mask_generator must be 'philox4x32-10' (the default) or 'philox4x32-7'"
                        f" (jaxdrop.PHILOX7), got {self.mask_generator!r}.")
     if self.average is not None and not isinstance(self.average, optax.GradientTransformation):

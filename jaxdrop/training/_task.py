@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import optax
 from jaxdrop import _bits
 from jaxdrop._checks import check_scalar, is_concrete
 from jaxdrop._r_drop import r_drop_loss
+from jaxdrop.training._options import MaskGenerator
 
 __all__ = ["Task", "apply_per_example", "batch_plan", "batch_sums", "cross_entropy", "example_keys",
            "half_squared_error", "r_drop_batch_sums", "r_drop_on", "run_keys", "squared_error",
@@ -92,7 +94,7 @@ def squared_error(pred: jax.Array, target: jax.Array) -> jax.Array:
   return jnp.mean(jnp.square(pred - target), axis=-1)
 
 
-def run_keys(seed: int | jax.Array, mask_generator: str = "philox4x32-10") -> dict[str, jax.Array]:
+def run_keys(seed: int | jax.Array, mask_generator: MaskGenerator = "philox4x32-10") -> dict[str, jax.Array]:
   """The run's independent streams, all derived from ``seed``: init, dropout, shuffle, data.
 
   ``seed`` may be traced (``jax.vmap(run_keys)(seeds)`` gives the streams of many runs). With
@@ -101,11 +103,11 @@ def run_keys(seed: int | jax.Array, mask_generator: str = "philox4x32-10") -> di
   """
   root = jax.random.key(seed)
   keys = {name: jax.random.fold_in(root, i) for i, name in enumerate(("init", "dropout", "shuffle", "data"))}
-  if mask_generator == "philox4x32-7":
-    keys["dropout"] = jax.random.wrap_key_data(jax.random.key_data(keys["dropout"]), impl=_bits.PHILOX7)
-  elif mask_generator != "philox4x32-10":
+  if mask_generator not in typing.get_args(MaskGenerator):
     raise ValueError(f"run_keys: mask_generator must be 'philox4x32-10' or 'philox4x32-7', got"
                      f" {mask_generator!r}.")
+  if mask_generator == "philox4x32-7":
+    keys["dropout"] = jax.random.wrap_key_data(jax.random.key_data(keys["dropout"]), impl=_bits.PHILOX7)
   return keys
 
 
