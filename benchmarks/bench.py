@@ -104,17 +104,12 @@ def _copy(key, x):
   return x * 1.0001  # a fresh output of the same size: what any out-of-place op must at least pay
 
 
-def _philox7(key):
-  """The key's words as a key of ``jaxdrop.PHILOX7``: the opt-in 7-round generator."""
-  return jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
-
-
 def dropout_variants() -> dict[str, Callable]:
   return {
       "jaxdrop 16-bit (default)": lambda k, x: jaxdrop.dropout(k, x, 0.5),
       "jaxdrop 8-bit": lambda k, x: jaxdrop.dropout(k, x, 0.5, mask_bits=8),
       "jaxdrop 32-bit": lambda k, x: jaxdrop.dropout(k, x, 0.5, mask_bits=32),
-      "jaxdrop 16-bit, PHILOX7 key": lambda k, x: jaxdrop.dropout(_philox7(k), x, 0.5),
+      "jaxdrop 16-bit, PHILOX7 key": lambda k, x: jaxdrop.dropout(step_overhead.as_philox7(k), x, 0.5),
       "flax.linen.Dropout": _flax_dropout,
       "bernoulli + where": _bernoulli_where,
       "copy (yardstick)": _copy,

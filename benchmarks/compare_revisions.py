@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxdrop
-from benchmarks import attention_long
+from benchmarks import attention_long, step_overhead
 from experiments.timing import interleaved_medians
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
   parser.add_argument("--philox7", action="store_true",
                       help="this checkout's side draws its masks from jaxdrop.PHILOX7 keys (other masks)")
   args = parser.parse_args(argv)
-  this_key = _as_philox7 if args.philox7 else (lambda key: key)
+  this_key = step_overhead.as_philox7 if args.philox7 else (lambda key: key)
   with tempfile.TemporaryDirectory() as tmp:
     old = package_at(args.rev, Path(tmp))
     if args.rounds is not None:
@@ -106,11 +106,6 @@ def main(argv=None) -> int:
     if args.attention:
       compare_attention(old, args.attention, this_key=this_key)
   return 0
-
-
-def _as_philox7(key):
-  """The key's words as a key of ``jaxdrop.PHILOX7``."""
-  return jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
 
 
 def mlp_step(dropout):

@@ -51,7 +51,7 @@ from experiments.timing import interleaved_medians
 from jaxdrop import training
 from jaxdrop import linen as jdl
 
-__all__ = ["MODELS", "VARIANTS", "bench_step_overhead", "build", "dropout_key", "main", "render"]
+__all__ = ["MODELS", "VARIANTS", "as_philox7", "bench_step_overhead", "build", "dropout_key", "main", "render"]
 
 VARIANTS = ("none", "jaxdrop", "flax", "philox7")
 MODELS = ("e2_mlp_256", "e2_mlp_1024", "e4_cnn", "e8_vit", "encoder")
@@ -118,12 +118,15 @@ def build(model: str, variant: str, tiny: bool = False) -> tuple[nn.Module, tupl
   raise ValueError(f"model: {model!r} is not one of {MODELS}.")
 
 
+def as_philox7(key: jax.Array) -> jax.Array:
+  """The key's words as a key of ``jaxdrop.PHILOX7`` (the opt-in 7-round generator: other masks)."""
+  return jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
+
+
 def dropout_key(variant: str) -> jax.Array:
-  """The steps' dropout key: the engine's for seed 0, its words as a ``jaxdrop.PHILOX7`` key for ``philox7``."""
+  """The steps' dropout key: the engine's for seed 0, as a ``jaxdrop.PHILOX7`` key for ``philox7``."""
   key = training.run_keys(0)["dropout"]
-  if variant == "philox7":
-    key = jax.random.wrap_key_data(jax.random.key_data(key), impl=jaxdrop.PHILOX7)
-  return key
+  return as_philox7(key) if variant == "philox7" else key
 
 
 def _runs(model: str, variant: str, steps: int, tiny: bool) -> tuple[dict[str, Callable[[], Any]], int]:
